@@ -1,0 +1,35 @@
+# Ordo build and test targets. "make test" is what CI runs (.ci/run).
+
+GO      ?= go
+VERSION ?= 0.1.0-dev
+GIT_SHA ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) $(if $(GIT_SHA),-X main.gitSHA=$(GIT_SHA))
+
+.PHONY: all build test test-race vet fmt clean
+
+all: build
+
+## build: compile bin/ordo
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ordo ./cmd/ordo
+
+## test: vet and run every test
+test:
+	$(GO) vet ./...
+	$(GO) test -timeout 15m ./...
+
+## test-race: run every test under the race detector (needs cgo)
+test-race:
+	$(GO) test -race -timeout 30m ./...
+
+## vet: go vet every package
+vet:
+	$(GO) vet ./...
+
+## fmt: list files gofmt would change (fails if any)
+fmt:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf bin

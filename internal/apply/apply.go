@@ -1,0 +1,205 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ordo-db/ordo/internal/mvcc"
+	"github.com/ordo-db/ordo/internal/storage"
+)
+
+// Config wires an Applier.
+type Config struct {
+	Engine *storage.Engine
+	KV     *mvcc.Store
+	Logger *zap.Logger
+	// OnMembers is called after a batch that changed the membership.
+	OnMembers func()
+	// OnCompact is called after a batch that scheduled a compaction at rev; done must be
+	// closed once the physical compaction has finished.
+	OnCompact func(rev int64, done chan struct{})
+}
+
+// Applier applies committed raft entries. Apply is called from one goroutine only.
+type Applier struct {
+	cfg     Config
+	lg      *zap.Logger
+	applied uint64 // the applied index as stored; entries at or below it are skipped
+	waiters waiters
+}
+
+// New creates an Applier over the current state.
+func New(cfg Config) (*Applier, error) {
+	a := &Applier{cfg: cfg, lg: cfg.Logger}
+	if err := a.Restore(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Restore reloads the applied index and the MVCC store after the state was replaced.
+func (a *Applier) Restore() error {
+	applied, _, err := storage.Applied(a.cfg.Engine.DB)
+	if err != nil {
+		return err
+	}
+	a.applied = applied
+	if err := a.cfg.KV.Reload(); err != nil {
+		return fmt.Errorf("reload mvcc: %w", err)
+	}
+	return nil
+}
+
+type proposed struct {
+	id  uint64
+	res Result
+}
+
+// Apply applies ents in one batch that also records the applied index, then hands results to
+// their proposers.
+func (a *Applier) Apply(ents []*raftpb.Entry, confChange func(raftpb.ConfChangeI) *raftpb.ConfState) error {
+	b := a.cfg.Engine.DB.NewIndexedBatch()
+	defer b.Close()
+	w := a.cfg.KV.NewWriter(b)
+	published := false
+	defer func() {
+		if !published {
+			_ = w.Close()
+		}
+	}()
+	var (
+		results        []proposed
+		membersChanged bool
+		compactRev     int64
+		compactDone    chan struct{}
+		last, lastTerm uint64
+	)
+	for _, ent := range ents {
+		skip := ent.GetIndex() <= a.applied
+		switch ent.GetType() {
+		case raftpb.EntryNormal:
+			if skip || len(ent.GetData()) == 0 {
+				break
+			}
+			req := &pb.InternalRaftRequest{}
+			if err := proto.Unmarshal(ent.GetData(), req); err != nil {
+				return fmt.Errorf("%w: raft entry %d: %v", storage.ErrCorrupt, ent.GetIndex(), err)
+			}
+			res := a.applyRequest(b, w, req)
+			if res.Err != nil && !isClientError(res.Err) {
+				return fmt.Errorf("apply entry %d: %w", ent.GetIndex(), res.Err)
+			}
+			if req.Compaction != nil && res.Err == nil {
+				compactRev = req.Compaction.Revision
+				compactDone = make(chan struct{})
+				if req.Compaction.Physical {
+					res.Physical = compactDone
+				}
+			}
+			if req.ClusterMemberAttrSet != nil {
+				membersChanged = true
+			}
+			results = append(results, proposed{requestID(req), res})
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			changed, err := a.applyConfChange(b, ent, confChange, skip)
+			if err != nil {
+				return err
+			}
+			membersChanged = membersChanged || changed
+		}
+		if !skip {
+			last, lastTerm = ent.GetIndex(), ent.GetTerm()
+		}
+	}
+	if last == 0 {
+		return nil
+	}
+	if err := storage.SetApplied(b, last, lastTerm); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("commit apply batch: %w", err)
+	}
+	a.applied = last
+	a.cfg.KV.Publish(w)
+	published = true
+	if membersChanged && a.cfg.OnMembers != nil {
+		a.cfg.OnMembers()
+	}
+	if compactDone != nil && a.cfg.OnCompact != nil {
+		a.cfg.OnCompact(compactRev, compactDone)
+	}
+	for _, p := range results {
+		a.trigger(p.id, p.res)
+	}
+	return nil
+}
+
+// isClientError tells a request's own error (an etcd gRPC error, sent back to the client) from
+// a failure of the member itself.
+func isClientError(err error) bool {
+	_, ok := status.FromError(err)
+	return ok
+}
+
+func requestID(r *pb.InternalRaftRequest) uint64 {
+	if r.Header != nil && r.Header.ID != 0 {
+		return r.Header.ID
+	}
+	return r.ID
+}
+
+// applyRequest applies one client request as one MVCC transaction.
+func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRaftRequest) Result {
+	ctx := context.Background()
+	rw := writerRW{w}
+	var res Result
+	switch {
+	case r.Put != nil:
+		if err := checkPut(rw, noLeases, r.Put); err != nil {
+			res.Err = err
+			break
+		}
+		res.Resp, res.Err = put(rw, r.Put)
+	case r.DeleteRange != nil:
+		res.Resp, res.Err = deleteRange(rw, r.DeleteRange)
+	case r.Txn != nil:
+		res.Resp, res.Err = Txn(ctx, rw, noLeases, r.Txn)
+	case r.Compaction != nil:
+		if err := w.Compact(r.Compaction.Revision); err != nil {
+			res.Err = mvccErr(err)
+			break
+		}
+		res.Resp = &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: rw.Rev()}}
+	case r.ClusterMemberAttrSet != nil:
+		res.Err = a.setMemberAttrs(b, r.ClusterMemberAttrSet.Member_ID, r.ClusterMemberAttrSet.MemberAttributes.GetName(), r.ClusterMemberAttrSet.MemberAttributes.GetClientUrls())
+	default:
+		res.Err = errors.New("apply: unsupported request")
+	}
+	w.EndTxn()
+	return res
+}
+
+// writerRW adapts the MVCC writer to ReadWriter.
+type writerRW struct{ w *mvcc.Writer }
+
+func (rw writerRW) Range(ctx context.Context, key, end []byte, ro mvcc.RangeOptions) (*mvcc.RangeResult, error) {
+	return rw.w.Range(ctx, key, end, ro)
+}
+func (rw writerRW) Rev() int64        { return rw.w.TxnRev() }
+func (rw writerRW) CompactRev() int64 { return rw.w.CompactRev() }
+func (rw writerRW) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error) {
+	return rw.w.Put(key, value, lease)
+}
+func (rw writerRW) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
+	return rw.w.DeleteRange(key, end)
+}

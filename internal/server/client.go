@@ -1,0 +1,71 @@
+package server
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// grpcOverheadBytes is the room a gRPC message needs beyond the request itself.
+const grpcOverheadBytes = 512 * 1024
+
+// startClient opens the client listeners and serves gRPC and HTTP on them.
+func (m *Member) startClient() error {
+	m.grpcServer = grpc.NewServer(
+		grpc.MaxRecvMsgSize(int(m.cfg.MaxRequestBytes)+grpcOverheadBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+	)
+	pb.RegisterKVServer(m.grpcServer, &kvServer{m: m})
+	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
+	pb.RegisterMaintenanceServer(m.grpcServer, &maintenanceServer{m: m})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/version", m.serveVersion)
+	mux.HandleFunc("/health", m.serveHealth)
+	mux.HandleFunc("/livez", m.serveHealth)
+	mux.HandleFunc("/readyz", m.serveHealth)
+	m.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	for _, u := range m.cfg.ListenClientURLs {
+		l, err := listen(u)
+		if err != nil {
+			return err
+		}
+		sl := newSplitListener(l)
+		m.clientLns = append(m.clientLns, sl)
+		m.serve("grpc", func() error { return m.grpcServer.Serve(sl.grpc) })
+		m.serve("http", func() error { return m.httpServer.Serve(sl.web) })
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (m *Member) serveVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"etcdserver": version.Version, "etcdcluster": "3.7.0"})
+}
+
+func (m *Member) serveHealth(w http.ResponseWriter, r *http.Request) {
+	type health struct {
+		Health string `json:"health"`
+		Reason string `json:"reason"`
+	}
+	if m.node.Leader() == 0 {
+		writeJSON(w, http.StatusServiceUnavailable, health{"false", "RAFT NO LEADER"})
+		return
+	}
+	writeJSON(w, http.StatusOK, health{"true", ""})
+}

@@ -1,0 +1,157 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrCorrupt marks data in the data dir that cannot be what Ordo wrote.
+var ErrCorrupt = errors.New("storage: corrupt data")
+
+// Meta keys (prefix 0x02). They are state-machine state, written by the apply loop in the same
+// batch as the changes they describe.
+var (
+	keyApplied   = []byte{PrefixMeta, 'a'} // applied index (8) + its term (8)
+	keyConfState = []byte{PrefixMeta, 'c'} // raftpb.ConfState after the applied index
+	keyCluster   = []byte{PrefixMeta, 'i'} // cluster id (8)
+	keyMemberPfx = []byte{PrefixMeta, 'm'} // + member id (8) -> Member
+)
+
+// blockCacheBytes sizes Pebble's block cache. Pebble's default is small enough that the
+// memtable reservations take all of it.
+const blockCacheBytes = 256 << 20
+
+// Engine is a member's one Pebble database.
+type Engine struct {
+	DB   *pebble.DB
+	dir  string
+	opts *pebble.Options
+	lg   *zap.Logger
+}
+
+// Open opens (creating if needed) the Pebble database in dir/db.
+func Open(dir string, lg *zap.Logger) (*Engine, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %q: %w", dir, err)
+	}
+	cache := pebble.NewCache(blockCacheBytes)
+	defer cache.Unref() // the DB holds its own reference
+	opts := &pebble.Options{
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       64 << 20,
+		Cache:              cache,
+		Logger:             pebbleLogger{lg.Sugar()},
+	}
+	opts.EnsureDefaults()
+	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble in %q: %w", dir, err)
+	}
+	return &Engine{DB: db, dir: dir, opts: opts, lg: lg}, nil
+}
+
+// Dir is the data dir the engine lives in.
+func (e *Engine) Dir() string { return e.dir }
+
+// Close closes the database.
+func (e *Engine) Close() error {
+	if err := e.DB.Close(); err != nil {
+		return fmt.Errorf("close pebble: %w", err)
+	}
+	return nil
+}
+
+// Size is the on-disk size of the database in bytes.
+func (e *Engine) Size() int64 {
+	m := e.DB.Metrics()
+	return int64(m.DiskSpaceUsage())
+}
+
+type pebbleLogger struct{ s *zap.SugaredLogger }
+
+func (l pebbleLogger) Infof(format string, args ...any)  { l.s.Debugf(format, args...) }
+func (l pebbleLogger) Errorf(format string, args ...any) { l.s.Errorf(format, args...) }
+func (l pebbleLogger) Fatalf(format string, args ...any) { l.s.Fatalf(format, args...) }
+
+// getValue returns a copy of the value at key in r, or nil if absent.
+func getValue(r pebble.Reader, key []byte) ([]byte, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %x: %w", key, err)
+	}
+	out := append([]byte(nil), v...)
+	if err := closer.Close(); err != nil {
+		return nil, fmt.Errorf("get %x: %w", key, err)
+	}
+	return out, nil
+}
+
+// Applied returns the applied index and its term.
+func Applied(r pebble.Reader) (index, term uint64, err error) {
+	v, err := getValue(r, keyApplied)
+	if err != nil || v == nil {
+		return 0, 0, err
+	}
+	if len(v) != 16 {
+		return 0, 0, fmt.Errorf("%w: applied index record has %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), nil
+}
+
+// SetApplied records the applied index and term in b.
+func SetApplied(b *pebble.Batch, index, term uint64) error {
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:], index)
+	binary.BigEndian.PutUint64(v[8:], term)
+	return b.Set(keyApplied, v[:], nil)
+}
+
+// ConfState returns the raft configuration as of the applied index.
+func ConfState(r pebble.Reader) (*raftpb.ConfState, error) {
+	v, err := getValue(r, keyConfState)
+	if err != nil {
+		return nil, err
+	}
+	cs := &raftpb.ConfState{}
+	if err := proto.Unmarshal(v, cs); err != nil {
+		return nil, fmt.Errorf("%w: conf state: %v", ErrCorrupt, err)
+	}
+	return cs, nil
+}
+
+// SetConfState records the raft configuration in b.
+func SetConfState(b *pebble.Batch, cs *raftpb.ConfState) error {
+	v, err := proto.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("marshal conf state: %w", err)
+	}
+	return b.Set(keyConfState, v, nil)
+}
+
+// ClusterID returns the stored cluster id (0 if none).
+func ClusterID(r pebble.Reader) (uint64, error) {
+	v, err := getValue(r, keyCluster)
+	if err != nil || v == nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: cluster id record has %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetClusterID records the cluster id in b.
+func SetClusterID(b *pebble.Batch, id uint64) error {
+	return b.Set(keyCluster, binary.BigEndian.AppendUint64(nil, id), nil)
+}
