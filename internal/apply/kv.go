@@ -63,8 +63,9 @@ func rangeEnd(end []byte) []byte {
 // Range serves a RangeRequest from r with etcd's semantics: revision filters and sorting are
 // applied to the whole range before limit; count is the number of keys in the range.
 func Range(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if err := checkRangeRev(r, req); err != nil {
-		return nil, err
+	rev := req.Revision
+	if rev < 0 {
+		rev = 0 // etcd reads a negative revision as the current one
 	}
 	limit := req.Limit
 	if !defaultOrdering(req.SortTarget, req.SortOrder) || hasRevFilters(req) {
@@ -75,7 +76,7 @@ func Range(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeRespon
 	}
 	rr, err := r.Range(ctx, req.Key, rangeEnd(req.RangeEnd), mvcc.RangeOptions{
 		Limit:     limit,
-		Rev:       req.Revision,
+		Rev:       rev,
 		CountOnly: req.CountOnly,
 		KeysOnly:  req.KeysOnly && req.SortTarget != pb.RangeRequest_VALUE,
 	})
@@ -98,9 +99,37 @@ func Range(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeRespon
 	return resp, nil
 }
 
+// RangeChunk serves one chunk of a streamed range: like Range with key order and no filters,
+// but without counting the whole range.
+func RangeChunk(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := checkRangeRev(r, req); err != nil {
+		return nil, err
+	}
+	rr, err := r.Range(ctx, req.Key, rangeEnd(req.RangeEnd), mvcc.RangeOptions{
+		Limit:          req.Limit + 1,
+		Rev:            req.Revision,
+		KeysOnly:       req.KeysOnly,
+		SkipTotalCount: true,
+	})
+	if err != nil {
+		return nil, mvccErr(err)
+	}
+	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: r.Rev()}, Kvs: rr.KVs}
+	if int64(len(rr.KVs)) > req.Limit {
+		resp.Kvs = rr.KVs[:req.Limit]
+		resp.More = true
+	}
+	if req.KeysOnly {
+		for _, kv := range resp.Kvs {
+			kv.Value = nil
+		}
+	}
+	return resp, nil
+}
+
 func checkRangeRev(r Reader, req *pb.RangeRequest) error {
 	switch {
-	case req.Revision == 0:
+	case req.Revision <= 0:
 		return nil
 	case req.Revision > r.Rev():
 		return rpctypes.ErrGRPCFutureRev

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -68,17 +69,20 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	return resp, nil
 }
 
-// rangeStreamChunk is how many keys one RangeStream response carries at most.
-const rangeStreamChunk = 1000
+// firstStreamChunk is how many keys the first RangeStream response carries; later chunks grow
+// or shrink to stay near --max-request-bytes.
+const firstStreamChunk = 10
 
-// RangeStream serves a range in bounded chunks, all read at one revision.
+// RangeStream serves a range in bounded chunks, all read from one point-in-time view, so a
+// large range is never held in memory whole. As in etcd, only the final chunk carries the
+// header, the total count and the more flag.
 func (s *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
 	ctx := stream.Context()
 	if err := apply.CheckRange(r); err != nil {
 		return err
 	}
 	if !apply.StreamableRange(r) {
-		if !(r.SortOrder == pb.RangeRequest_NONE || r.SortTarget == pb.RangeRequest_KEY && r.SortOrder == pb.RangeRequest_ASCEND) {
+		if r.SortOrder != pb.RangeRequest_NONE && !(r.SortTarget == pb.RangeRequest_KEY && r.SortOrder == pb.RangeRequest_ASCEND) {
 			return status.Errorf(codes.Unimplemented, "RangeStream does not support custom sort orders")
 		}
 		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
@@ -96,36 +100,52 @@ func (s *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingSe
 			total = math.MaxInt64
 		}
 		req := proto.Clone(r).(*pb.RangeRequest)
+		headerRev := v.Rev()
 		if req.Revision == 0 {
-			req.Revision = v.Rev()
+			req.Revision = headerRev
 		}
+		req.Limit = min(firstStreamChunk, total)
 		sent := int64(0)
-		first := true
+		target := int(s.m.cfg.MaxRequestBytes)
 		for {
-			req.Limit = min(rangeStreamChunk, total-sent)
-			resp, err := apply.Range(ctx, v, req)
+			resp, err := apply.RangeChunk(ctx, v, req)
 			if err != nil {
 				return err
 			}
 			sent += int64(len(resp.Kvs))
-			more := resp.More && sent < total
-			out := &pb.RangeResponse{Kvs: resp.Kvs, More: more}
-			if first {
-				out.Header = s.m.header(resp.Header)
-				out.Count = resp.Count
-				first = false
+			out := &pb.RangeResponse{Kvs: resp.Kvs}
+			done := !resp.More || sent == total
+			var next []byte
+			if resp.More {
+				next = append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0)
+			}
+			if done {
+				out.Header = s.m.header(&pb.ResponseHeader{Revision: headerRev})
+				out.More = resp.More
+				out.Count = sent
+				if resp.More {
+					rest, err := apply.Range(ctx, v, &pb.RangeRequest{Key: next, RangeEnd: r.RangeEnd, Revision: req.Revision, CountOnly: true})
+					if err != nil {
+						return err
+					}
+					out.Count += rest.Count
+				}
 			}
 			if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
 				return err
 			}
-			if !more || len(resp.Kvs) == 0 {
+			if done {
 				return nil
 			}
-			last := resp.Kvs[len(resp.Kvs)-1].Key
-			req.Key = append(append([]byte(nil), last...), 0)
-			if len(req.RangeEnd) == 0 {
-				return nil
+			req.Key = next
+			size := proto.Size(resp)
+			switch {
+			case size < target/2:
+				req.Limit *= 2
+			case size > target*2:
+				req.Limit /= 2
 			}
+			req.Limit = max(1, min(req.Limit, total-sent))
 		}
 	})
 }

@@ -44,10 +44,14 @@ type splitListener struct {
 	inner     net.Listener
 	grpc, web *chanListener
 	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	sniffed map[net.Conn]struct{} // connections whose first bytes are still awaited
 }
 
 func newSplitListener(l net.Listener) *splitListener {
-	s := &splitListener{inner: l, grpc: newChanListener(l.Addr()), web: newChanListener(l.Addr())}
+	s := &splitListener{inner: l, grpc: newChanListener(l.Addr()), web: newChanListener(l.Addr()), sniffed: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s
@@ -75,6 +79,19 @@ func (s *splitListener) acceptLoop() {
 }
 
 func (s *splitListener) route(c net.Conn) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	s.sniffed[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sniffed, c)
+		s.mu.Unlock()
+	}()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReaderSize(c, len(http2Preface))
 	isH2 := true
@@ -107,6 +124,12 @@ func (s *splitListener) route(c net.Conn) {
 // Close stops accepting and waits for the routing goroutines.
 func (s *splitListener) Close() error {
 	err := s.inner.Close()
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.sniffed {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
 }
