@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -56,8 +56,8 @@ type Member struct {
 	cancel       context.CancelFunc
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup
-	errMu     sync.Mutex
-	err       error
+	errMu        sync.Mutex
+	err          error
 }
 
 // New prepares a member from a validated configuration. It does not open ports.
