@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ordo-db/ordo/internal/bench"
 	"github.com/ordo-db/ordo/internal/config"
 	"github.com/ordo-db/ordo/internal/logutil"
 	"github.com/ordo-db/ordo/internal/server"
@@ -27,12 +28,15 @@ const (
 )
 
 // reserved are subcommand names kept for tools Ordo will ship later.
-var reserved = map[string]bool{"snapshot": true, "migrate": true, "bench": true, "check": true}
+var reserved = map[string]bool{"snapshot": true, "migrate": true, "check": true}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "ctl" {
 		runCtl()
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "bench" {
+		os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args, os.Environ(), os.Stdout, os.Stderr))
 }
