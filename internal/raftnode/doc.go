@@ -4,7 +4,8 @@
 // serves linearizable reads through batched ReadIndex requests.
 //
 // Ordering rules:
-//   - Save (fsync) happens before Send for the same Ready.
+//   - Save (fsync) happens before Send for the same Ready, except on the leader, which counts
+//     itself towards a quorum only once its own Save is done.
 //   - Committed entries reach the state machine in log order, from one goroutine.
 //   - A snapshot from the leader is installed only after every earlier batch was applied.
 package raftnode

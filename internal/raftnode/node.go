@@ -61,6 +61,9 @@ type Node struct {
 	applyc chan applyItem
 	readc  chan raft.ReadState
 
+	// isLeader is whether raft was leader at the last Ready; only the Ready loop uses it.
+	isLeader bool
+
 	leader atomic.Uint64
 	term   atomic.Uint64
 	// leaderChanged is closed and replaced whenever the known leader changes.
@@ -189,6 +192,7 @@ func (n *Node) run() {
 
 func (n *Node) handleReady(rd raft.Ready) error {
 	if rd.SoftState != nil {
+		n.isLeader = rd.SoftState.RaftState == raft.StateLeader
 		if old := n.leader.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
 			n.lg.Info("leader changed", zap.String("local-member-id", idString(n.cfg.ID)),
 				zap.String("leader", idString(rd.SoftState.Lead)))
@@ -213,10 +217,18 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			return err
 		}
 	}
+	// A leader may send its entries before they are durable locally: it counts itself towards
+	// the quorum only after Save (at Advance), so followers persist in parallel with it.
+	// Everyone else persists first, since its messages (votes, acks) promise durable state.
+	if n.isLeader {
+		n.cfg.Transport.Send(rd.Messages)
+	}
 	if err := n.cfg.Log.Save(rd.HardState, rd.Entries); err != nil {
 		return err
 	}
-	n.cfg.Transport.Send(rd.Messages)
+	if !n.isLeader {
+		n.cfg.Transport.Send(rd.Messages)
+	}
 	if len(rd.CommittedEntries) > 0 {
 		select {
 		case n.applyc <- applyItem{ents: rd.CommittedEntries}:

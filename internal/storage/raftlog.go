@@ -47,7 +47,91 @@ type RaftLog struct {
 		truncTerm  uint64
 		last       uint64
 		terms      []termStart
+		// cache holds the newest entries, contiguous and ending at last, so that raft reads
+		// the entries it just appended (to apply them, or to send them to followers) without
+		// decoding them from Pebble again. cacheBytes is their total data size.
+		cache      []*raftpb.Entry
+		cacheBytes int
 	}
+}
+
+// Bounds of the in-memory entry cache.
+const (
+	maxCachedEntries = 8192
+	maxCachedBytes   = 64 << 20
+)
+
+// cachedLocked returns the cached entries in [lo, hi) within maxSize, if lo is cached.
+func (l *RaftLog) cachedLocked(lo, hi, maxSize uint64) ([]*raftpb.Entry, bool) {
+	c := l.mu.cache
+	if len(c) == 0 || lo < c[0].GetIndex() {
+		return nil, false
+	}
+	start := int(lo - c[0].GetIndex())
+	end := int(hi - c[0].GetIndex())
+	if end > len(c) {
+		return nil, false
+	}
+	out := make([]*raftpb.Entry, 0, end-start)
+	var size uint64
+	for _, ent := range c[start:end] {
+		size += uint64(len(ent.GetData())) + 16
+		if len(out) > 0 && size > maxSize {
+			break
+		}
+		out = append(out, ent)
+	}
+	return out, true
+}
+
+// cacheAppendLocked adds entries that were just persisted, replacing any from their first index on.
+func (l *RaftLog) cacheAppendLocked(ents []*raftpb.Entry) {
+	c := l.mu.cache
+	first := ents[0].GetIndex()
+	if len(c) > 0 {
+		switch {
+		case first < c[0].GetIndex() || first > c[len(c)-1].GetIndex()+1:
+			c = nil
+		default:
+			for _, ent := range c[first-c[0].GetIndex():] {
+				l.mu.cacheBytes -= len(ent.GetData())
+			}
+			c = c[:first-c[0].GetIndex()]
+		}
+	}
+	if len(c) == 0 {
+		l.mu.cacheBytes = 0
+	}
+	for _, ent := range ents {
+		c = append(c, ent)
+		l.mu.cacheBytes += len(ent.GetData())
+	}
+	drop := 0
+	for len(c)-drop > maxCachedEntries || (l.mu.cacheBytes > maxCachedBytes && len(c)-drop > 1) {
+		l.mu.cacheBytes -= len(c[drop].GetData())
+		drop++
+	}
+	if drop > 0 {
+		c = c[drop:]
+	}
+	l.mu.cache = c
+}
+
+// cacheTrimLocked drops cached entries at or below index.
+func (l *RaftLog) cacheTrimLocked(index uint64) {
+	c := l.mu.cache
+	if len(c) == 0 || index < c[0].GetIndex() {
+		return
+	}
+	if index >= c[len(c)-1].GetIndex() {
+		l.mu.cache, l.mu.cacheBytes = nil, 0
+		return
+	}
+	n := int(index - c[0].GetIndex() + 1)
+	for _, ent := range c[:n] {
+		l.mu.cacheBytes -= len(ent.GetData())
+	}
+	l.mu.cache = append([]*raftpb.Entry(nil), c[n:]...)
 }
 
 var _ raft.Storage = (*RaftLog)(nil)
@@ -162,6 +246,12 @@ func (l *RaftLog) HardState() *raftpb.HardState {
 func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	l.mu.Lock()
 	first, last := l.mu.truncIndex+1, l.mu.last
+	if lo >= first && hi <= last+1 {
+		if ents, ok := l.cachedLocked(lo, hi, maxSize); ok {
+			l.mu.Unlock()
+			return ents, nil
+		}
+	}
 	l.mu.Unlock()
 	if lo < first {
 		return nil, raft.ErrCompacted
@@ -254,14 +344,20 @@ func (l *RaftLog) SnapshotIndex() uint64 {
 	return l.mu.snap.GetIndex()
 }
 
-// Save durably appends ents and records hs (either may be empty) with one fsync. Entries at or
-// after the first new index replace what was there.
+// Save durably appends ents and records hs (either may be empty) with at most one fsync.
+// Entries at or after the first new index replace what was there.
 func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if raft.IsEmptyHardState(hs) && len(ents) == 0 {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Only entries, term and vote must be durable before raft acts on them; a commit index
+	// that advanced alone can be recovered, so it is written without an fsync of its own.
+	sync := pebble.NoSync
+	if raft.MustSync(hs, l.mu.hs, len(ents)) {
+		sync = pebble.Sync
+	}
 	b := l.db.NewBatch()
 	defer b.Close()
 	if !raft.IsEmptyHardState(hs) {
@@ -296,7 +392,7 @@ func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 			}
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(sync); err != nil {
 		return fmt.Errorf("persist raft log: %w", err)
 	}
 	if len(ents) > 0 {
@@ -308,6 +404,7 @@ func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 			l.noteTermLocked(ent.GetIndex(), ent.GetTerm())
 		}
 		l.mu.last = newLast
+		l.cacheAppendLocked(ents)
 	}
 	return nil
 }
@@ -371,6 +468,7 @@ func (l *RaftLog) CreateSnapshot(i uint64, cs *raftpb.ConfState, keep uint64) er
 	l.mu.snap = meta
 	if compact > l.mu.truncIndex {
 		l.mu.truncIndex, l.mu.truncTerm = compact, compactTerm
+		l.cacheTrimLocked(compact)
 		ts := l.mu.terms
 		k := sort.Search(len(ts), func(k int) bool { return ts[k].index > compact }) - 1
 		if k > 0 {
@@ -419,6 +517,7 @@ func (l *RaftLog) resetToSnapshotLocked(b *pebble.Batch, meta *raftpb.SnapshotMe
 	l.mu.truncIndex, l.mu.truncTerm = meta.GetIndex(), meta.GetTerm()
 	l.mu.last = meta.GetIndex()
 	l.mu.terms = nil
+	l.mu.cache, l.mu.cacheBytes = nil, 0
 	return nil
 }
 
