@@ -27,6 +27,11 @@ type Config struct {
 	// OnCompact is called after a batch that scheduled a compaction at rev; done must be
 	// closed once the physical compaction has finished.
 	OnCompact func(rev int64, done chan struct{})
+	// OnPublish is called with the events of every batch once readers can see them, and the
+	// store's revision after it. It must not block.
+	OnPublish func(evs []mvcc.Event, rev int64)
+	// OnRestore is called after the state was replaced by a snapshot.
+	OnRestore func()
 }
 
 // Applier applies committed raft entries. Apply is called from one goroutine only.
@@ -55,6 +60,9 @@ func (a *Applier) Restore() error {
 	a.applied = applied
 	if err := a.cfg.KV.Reload(); err != nil {
 		return fmt.Errorf("reload mvcc: %w", err)
+	}
+	if a.cfg.OnRestore != nil {
+		a.cfg.OnRestore()
 	}
 	return nil
 }
@@ -130,8 +138,12 @@ func (a *Applier) Apply(ents []*raftpb.Entry, confChange func(raftpb.ConfChangeI
 		return fmt.Errorf("commit apply batch: %w", err)
 	}
 	a.applied = last
+	evs := w.Events()
 	a.cfg.KV.Publish(w)
 	published = true
+	if a.cfg.OnPublish != nil {
+		a.cfg.OnPublish(evs, a.cfg.KV.CurrentRev())
+	}
 	if membersChanged && a.cfg.OnMembers != nil {
 		a.cfg.OnMembers()
 	}

@@ -27,6 +27,7 @@ func (m *Member) startClient() error {
 	pb.RegisterKVServer(m.grpcServer, &kvServer{m: m})
 	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpcServer, &maintenanceServer{m: m})
+	pb.RegisterWatchServer(m.grpcServer, &watchServer{m: m})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/version", m.serveVersion)

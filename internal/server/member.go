@@ -25,6 +25,7 @@ import (
 	"github.com/ordo-db/ordo/internal/raftnode"
 	"github.com/ordo-db/ordo/internal/storage"
 	"github.com/ordo-db/ordo/internal/transport"
+	"github.com/ordo-db/ordo/internal/watch"
 )
 
 // Member is one running Ordo member.
@@ -41,6 +42,7 @@ type Member struct {
 	node      *raftnode.Node
 	transport *transport.Transport
 	compactor *compactor
+	hub       *watch.Hub
 	reqIDs    *idGen
 
 	grpcServer *grpc.Server
@@ -114,12 +116,15 @@ func (m *Member) Start() (err error) {
 		return fmt.Errorf("open mvcc: %w", err)
 	}
 	m.compactor = newCompactor(m.kv, m.lg)
+	m.hub = watch.NewHub(m.kv, watch.DefaultRingBytes)
 	m.applier, err = apply.New(apply.Config{
 		Engine:    m.engine,
 		KV:        m.kv,
 		Logger:    m.lg,
 		OnMembers: m.syncPeers,
 		OnCompact: m.compactor.schedule,
+		OnPublish: m.hub.Notify,
+		OnRestore: m.hub.Reset,
 	})
 	if err != nil {
 		return err

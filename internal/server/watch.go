@@ -1,0 +1,379 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ordo-db/ordo/internal/mvcc"
+	"github.com/ordo-db/ordo/internal/watch"
+)
+
+// invalidWatchID is the id of responses that belong to no watcher (clientv3.InvalidWatchID).
+const invalidWatchID = -1
+
+// storageCatchUpEvents bounds the events read from storage for one response to a watcher
+// that fell behind the in-memory ring.
+const storageCatchUpEvents = 1000
+
+// errDuplicateWatchID is etcd's cancel reason for a client-chosen id already in use.
+var errDuplicateWatchID = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
+
+// watchServer is etcd's Watch service.
+type watchServer struct {
+	pb.UnimplementedWatchServer
+	m *Member
+}
+
+// watcher is one watch on a stream. Only the stream's send loop reads or changes nextRev.
+type watcher struct {
+	id             int64
+	rng            watch.Range
+	nextRev        int64 // the next revision to deliver
+	noPut          bool
+	noDelete       bool
+	prevKV         bool
+	fragment       bool
+	progressNotify bool
+	sentSinceTick  bool
+}
+
+// watchStream serves one gRPC Watch stream: the receive goroutine registers and cancels
+// watchers, the send loop (the handler's goroutine) delivers events, control responses and
+// progress notifications in order.
+type watchStream struct {
+	m      *Member
+	stream pb.Watch_WatchServer
+
+	mu struct {
+		sync.Mutex
+		watchers    map[int64]*watcher
+		nextID      int64
+		ctrl        []*pb.WatchResponse // responses to send before any further event
+		progressAll bool                // a RequestProgress waits for every watcher to be synced
+	}
+	wake chan struct{}
+}
+
+func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
+	ws := &watchStream{m: s.m, stream: stream, wake: make(chan struct{}, 1)}
+	ws.mu.watchers = make(map[int64]*watcher)
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(ws.m.ctx, cancel) // a stopping member ends its streams
+	defer stop()
+	recvErr := make(chan error, 1)
+	go func() {
+		err := ws.recvLoop()
+		recvErr <- err
+		cancel()
+	}()
+	sendErr := ws.sendLoop(ctx)
+	select {
+	case err := <-recvErr:
+		if err != nil {
+			return err
+		}
+	default:
+	}
+	if sendErr != nil && ctx.Err() == nil {
+		return sendErr
+	}
+	return nil
+}
+
+func (ws *watchStream) signal() {
+	select {
+	case ws.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (ws *watchStream) recvLoop() error {
+	for {
+		req, err := ws.stream.Recv()
+		if err != nil {
+			return nil // the client went away or closed its side
+		}
+		switch uv := req.RequestUnion.(type) {
+		case *pb.WatchRequest_CreateRequest:
+			if uv.CreateRequest != nil {
+				ws.create(uv.CreateRequest)
+			}
+		case *pb.WatchRequest_CancelRequest:
+			if uv.CancelRequest != nil {
+				ws.cancelWatch(uv.CancelRequest.WatchId)
+			}
+		case *pb.WatchRequest_ProgressRequest:
+			if uv.ProgressRequest != nil {
+				ws.mu.Lock()
+				ws.mu.progressAll = true
+				ws.mu.Unlock()
+			}
+		}
+		ws.signal()
+	}
+}
+
+func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
+	rev, _ := ws.m.hub.Rev()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if cr.StartRevision < 0 {
+		ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+			WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: rpctypes.ErrCompacted.Error()})
+		return
+	}
+	key := cr.Key
+	if len(key) == 0 {
+		key = []byte{0}
+	}
+	end := cr.RangeEnd
+	switch {
+	case len(end) == 0:
+		end = nil
+	case len(end) == 1 && end[0] == 0:
+		end = []byte{}
+	}
+	id := cr.WatchId
+	if id == 0 {
+		for {
+			if _, used := ws.mu.watchers[ws.mu.nextID]; !used {
+				break
+			}
+			ws.mu.nextID++
+		}
+		id = ws.mu.nextID
+		ws.mu.nextID++
+	} else if _, used := ws.mu.watchers[id]; used {
+		ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+			WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: errDuplicateWatchID.Error()})
+		return
+	}
+	w := &watcher{id: id, rng: watch.Range{Key: key, End: end}, nextRev: cr.StartRevision,
+		prevKV: cr.PrevKv, fragment: cr.Fragment, progressNotify: cr.ProgressNotify}
+	if w.nextRev == 0 {
+		w.nextRev = rev + 1
+	}
+	for _, f := range cr.Filters {
+		switch f {
+		case pb.WatchCreateRequest_NOPUT:
+			w.noPut = true
+		case pb.WatchCreateRequest_NODELETE:
+			w.noDelete = true
+		}
+	}
+	ws.mu.watchers[id] = w
+	ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}), WatchId: id, Created: true})
+}
+
+func (ws *watchStream) cancelWatch(id int64) {
+	rev, _ := ws.m.hub.Rev()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if _, ok := ws.mu.watchers[id]; !ok {
+		return
+	}
+	delete(ws.mu.watchers, id)
+	ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}), WatchId: id, Canceled: true})
+}
+
+// snapshot returns the pending control responses and the watchers in id order.
+func (ws *watchStream) snapshot() ([]*pb.WatchResponse, []*watcher) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ctrl := ws.mu.ctrl
+	ws.mu.ctrl = nil
+	ws2 := make([]*watcher, 0, len(ws.mu.watchers))
+	for _, w := range ws.mu.watchers {
+		ws2 = append(ws2, w)
+	}
+	sort.Slice(ws2, func(i, j int) bool { return ws2[i].id < ws2[j].id })
+	return ctrl, ws2
+}
+
+func (ws *watchStream) progressInterval() time.Duration {
+	if d := ws.m.cfg.WatchProgressNotifyInterval; d > 0 {
+		return d
+	}
+	return 10 * time.Minute
+}
+
+func (ws *watchStream) sendLoop(ctx context.Context) error {
+	ticker := time.NewTicker(ws.progressInterval())
+	defer ticker.Stop()
+	tick := false
+	for {
+		rev, changed := ws.m.hub.Rev()
+		ctrl, watchers := ws.snapshot()
+		for _, r := range ctrl {
+			if err := ws.stream.Send(r); err != nil {
+				return err
+			}
+		}
+		synced := true
+		for _, w := range watchers {
+			if w.nextRev <= rev {
+				if err := ws.deliver(ctx, w, rev); err != nil {
+					return err
+				}
+			}
+			if w.nextRev <= rev {
+				synced = false
+			}
+		}
+		ws.mu.Lock()
+		progressAll := ws.mu.progressAll && synced
+		if progressAll {
+			ws.mu.progressAll = false
+		}
+		ws.mu.Unlock()
+		if progressAll {
+			if err := ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}), WatchId: invalidWatchID}); err != nil {
+				return err
+			}
+		}
+		if tick {
+			tick = false
+			for _, w := range watchers {
+				if w.progressNotify && !w.sentSinceTick && w.nextRev > rev {
+					if err := ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}), WatchId: w.id}); err != nil {
+						return err
+					}
+				}
+				w.sentSinceTick = false
+			}
+		}
+		select {
+		case <-changed:
+		case <-ws.wake:
+		case <-ticker.C:
+			tick = true
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// deliver sends w every event from w.nextRev through rev, from the ring when it still holds
+// them and from storage otherwise, in responses that each hold whole revisions.
+func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error {
+	var buf []mvcc.Event
+	for w.nextRev <= rev {
+		if ws.removed(w) {
+			return nil
+		}
+		evs, ok := ws.m.hub.Recent(buf[:0], w.nextRev, rev, w.rng)
+		next := rev + 1
+		if !ok {
+			var compacted int64
+			var err error
+			evs, next, compacted, err = ws.fromStorage(buf[:0], w)
+			if err != nil {
+				return err
+			}
+			if compacted != 0 {
+				ws.mu.Lock()
+				delete(ws.mu.watchers, w.id)
+				ws.mu.Unlock()
+				return ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+					WatchId: w.id, CompactRevision: compacted, Canceled: true})
+			}
+		}
+		buf = evs
+		out := make([]*mvccpb.Event, 0, len(evs))
+		for i := range evs {
+			ev := &evs[i]
+			if (ev.Type == mvccpb.PUT && w.noPut) || (ev.Type == mvccpb.DELETE && w.noDelete) {
+				continue
+			}
+			pe := &mvccpb.Event{Type: ev.Type, Kv: ev.KV}
+			if w.prevKV {
+				pe.PrevKv = ev.PrevKV
+			}
+			out = append(out, pe)
+		}
+		w.nextRev = next
+		if len(out) == 0 {
+			continue
+		}
+		resp := &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: next - 1}), WatchId: w.id, Events: out}
+		if err := ws.send(resp, w.fragment); err != nil {
+			return err
+		}
+		w.sentSinceTick = true
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ws *watchStream) removed(w *watcher) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.mu.watchers[w.id] != w
+}
+
+// fromStorage reads the next events for w from the revision history. compacted is the
+// compact revision when w's next revision is no longer there.
+func (ws *watchStream) fromStorage(dst []mvcc.Event, w *watcher) (evs []mvcc.Event, next, compacted int64, err error) {
+	v, err := ws.m.kv.NewReadView()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer v.Close()
+	if w.nextRev < v.CompactRev() {
+		return nil, 0, v.CompactRev(), nil
+	}
+	all, next, err := v.Events(w.nextRev, storageCatchUpEvents)
+	if errors.Is(err, mvcc.ErrCompacted) {
+		return nil, 0, v.CompactRev(), nil
+	}
+	if err != nil {
+		ws.m.lg.Error("read watch events from storage", zap.Int64("from", w.nextRev), zap.Error(err))
+		return nil, 0, 0, err
+	}
+	for _, ev := range all {
+		if w.rng.Contains(ev.KV.Key) {
+			dst = append(dst, ev)
+		}
+	}
+	return dst, next, 0, nil
+}
+
+// send sends resp, split into fragments below --max-request-bytes when the watcher asked for
+// fragments.
+func (ws *watchStream) send(resp *pb.WatchResponse, fragment bool) error {
+	limit := int(ws.m.cfg.MaxRequestBytes)
+	if !fragment || proto.Size(resp) < limit || len(resp.Events) < 2 {
+		return ws.stream.Send(resp)
+	}
+	evs := resp.Events
+	for len(evs) > 0 {
+		cur := &pb.WatchResponse{Header: resp.Header, WatchId: resp.WatchId, Fragment: true}
+		n := 0
+		for n < len(evs) {
+			cur.Events = evs[:n+1]
+			if n > 0 && proto.Size(cur) >= limit {
+				break
+			}
+			n++
+		}
+		cur.Events = evs[:n]
+		evs = evs[n:]
+		cur.Fragment = len(evs) > 0
+		if err := ws.stream.Send(cur); err != nil {
+			return err
+		}
+	}
+	return nil
+}
