@@ -108,12 +108,15 @@ func RangeChunk(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeR
 	rr, err := r.Range(ctx, req.Key, rangeEnd(req.RangeEnd), mvcc.RangeOptions{
 		Limit:          req.Limit + 1,
 		Rev:            req.Revision,
-		KeysOnly:       req.KeysOnly,
+		KeysOnly:       req.KeysOnly && req.SortTarget != pb.RangeRequest_VALUE,
 		SkipTotalCount: true,
 	})
 	if err != nil {
 		return nil, mvccErr(err)
 	}
+	// etcd sorts each chunk on its own when a sort target other than the key comes without an
+	// order; a streamed range reproduces that.
+	sortKVs(rr.KVs, req)
 	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: r.Rev()}, Kvs: rr.KVs}
 	if int64(len(rr.KVs)) > req.Limit {
 		resp.Kvs = rr.KVs[:req.Limit]

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/raft/v3"
@@ -28,10 +31,40 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		RaftTerm:         st.GetTerm(),
 		RaftAppliedIndex: m.node.AppliedIndex(),
 		IsLearner:        st.RaftState == raft.StateFollower && isLearner(st, m.id),
-		StorageVersion:   "3.6.0",
+		StorageVersion:   "3.7.0",
 		DbSizeQuota:      m.quota(),
+		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	return resp, nil
+}
+
+// Alarm lists, raises or clears alarms. Ordo raises none yet (the space quota comes later), so
+// the list is always empty and clearing is a no-op.
+func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if r.Action == pb.AlarmRequest_ACTIVATE {
+		return nil, status.Error(codes.Unimplemented, "raising alarms by request is not supported yet")
+	}
+	return &pb.AlarmResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()})}, nil
+}
+
+// HashKV hashes the key-value history up to a revision (0: the current one) after a
+// linearizable barrier, so members that applied the same entries report the same hash.
+func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	var resp *pb.HashKVResponse
+	err := s.m.read(ctx, false, func(v viewRW) error {
+		h, err := v.v.HashKV(ctx, r.Revision)
+		if err != nil {
+			return mvccToGRPC(err)
+		}
+		resp = &pb.HashKVResponse{
+			Header:          s.m.header(&pb.ResponseHeader{Revision: v.Rev()}),
+			Hash:            h.Hash,
+			CompactRevision: h.CompactRevision,
+			HashRevision:    h.Revision,
+		}
+		return nil
+	})
+	return resp, err
 }
 
 func isLearner(st raft.Status, id uint64) bool {

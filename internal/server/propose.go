@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ordo-db/ordo/internal/apply"
+	"github.com/ordo-db/ordo/internal/mvcc"
 	"github.com/ordo-db/ordo/internal/raftnode"
 )
 
@@ -80,6 +81,17 @@ func toGRPCError(err error) error {
 		return rpctypes.ErrGRPCCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return rpctypes.ErrGRPCDeadlineExceeded
+	}
+	return err
+}
+
+// mvccToGRPC maps MVCC read errors to etcd's errors.
+func mvccToGRPC(err error) error {
+	switch {
+	case errors.Is(err, mvcc.ErrCompacted):
+		return rpctypes.ErrGRPCCompacted
+	case errors.Is(err, mvcc.ErrFutureRev):
+		return rpctypes.ErrGRPCFutureRev
 	}
 	return err
 }
