@@ -114,6 +114,7 @@ type Config struct {
 	AutoCompactionMode          string        // --auto-compaction-mode
 	AutoCompactionRetention     string        // --auto-compaction-retention, see AutoCompactionPeriod and AutoCompactionRevisions
 	WatchProgressNotifyInterval time.Duration // --watch-progress-notify-interval
+	WatchBufferBytes            int64         // --watch-buffer-bytes (Ordo only): memory for recent watch events
 
 	// Auth.
 	AuthToken    string // --auth-token ("simple" only for now)

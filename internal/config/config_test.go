@@ -81,6 +81,9 @@ func mustURLs(t *testing.T, ss ...string) []url.URL {
 	return us
 }
 
+// ordoFlags are Ordo's own flags, beyond etcd's.
+var ordoFlags = []string{"watch-buffer-bytes"}
+
 func TestFlagTableCoversEtcd(t *testing.T) {
 	tbl, err := newFlagTable(&Config{}, new(string), new(bool))
 	if err != nil {
@@ -93,7 +96,7 @@ func TestFlagTableCoversEtcd(t *testing.T) {
 	}
 	yamlKeys := map[string]string{}
 	for _, s := range tbl.specs {
-		if !slices.Contains(etcdFlags, s.name) {
+		if !slices.Contains(etcdFlags, s.name) && !slices.Contains(ordoFlags, s.name) {
 			t.Errorf("flag --%s is not an etcd v3.7 flag", s.name)
 		}
 		if (s.handling == noop || s.handling == unsupported) && s.why == "" {
@@ -178,6 +181,7 @@ func TestDefaults(t *testing.T) {
 		AutoCompactionMode:          "periodic",
 		AutoCompactionRetention:     "0",
 		WatchProgressNotifyInterval: 10 * time.Minute,
+		WatchBufferBytes:            64 << 20,
 		AuthToken:                   "simple",
 		BcryptCost:                  10,
 		AuthTokenTTL:                300,

@@ -116,7 +116,7 @@ func (m *Member) Start() (err error) {
 		return fmt.Errorf("open mvcc: %w", err)
 	}
 	m.compactor = newCompactor(m.kv, m.lg)
-	m.hub = watch.NewHub(m.kv, watch.DefaultRingBytes)
+	m.hub = watch.NewHub(m.kv, int(m.cfg.WatchBufferBytes))
 	m.applier, err = apply.New(apply.Config{
 		Engine:    m.engine,
 		KV:        m.kv,
