@@ -66,6 +66,10 @@ type Node struct {
 
 	leader atomic.Uint64
 	term   atomic.Uint64
+	// leadStart is, while this member leads, the index of the first entry of its term: a read
+	// index below it is raised to it (raft answers a single voter's ReadIndex with its commit
+	// index at once, even before the new term's first entry committed).
+	leadStart atomic.Uint64
 	// leaderChanged is closed and replaced whenever the known leader changes.
 	leaderMu      sync.Mutex
 	leaderChanged chan struct{}
@@ -191,8 +195,25 @@ func (n *Node) run() {
 }
 
 func (n *Node) handleReady(rd raft.Ready) error {
+	if rd.HardState != nil && rd.HardState.GetTerm() > 0 {
+		n.term.Store(rd.HardState.GetTerm())
+	}
 	if rd.SoftState != nil {
+		wasLeader := n.isLeader
 		n.isLeader = rd.SoftState.RaftState == raft.StateLeader
+		switch {
+		case n.isLeader && !wasLeader:
+			// The empty entry a new leader appends opens its term; until it commits, the
+			// leader's commit index may predate writes acknowledged in earlier terms.
+			for _, e := range rd.Entries {
+				if e.GetTerm() == n.term.Load() {
+					n.leadStart.Store(e.GetIndex())
+					break
+				}
+			}
+		case !n.isLeader:
+			n.leadStart.Store(0)
+		}
 		if old := n.leader.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
 			n.lg.Info("leader changed", zap.String("local-member-id", idString(n.cfg.ID)),
 				zap.String("leader", idString(rd.SoftState.Lead)))
@@ -201,9 +222,6 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			n.leaderChanged = make(chan struct{})
 			n.leaderMu.Unlock()
 		}
-	}
-	if rd.HardState != nil && rd.HardState.GetTerm() > 0 {
-		n.term.Store(rd.HardState.GetTerm())
 	}
 	for _, rs := range rd.ReadStates {
 		select {

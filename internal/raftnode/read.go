@@ -84,7 +84,7 @@ func (n *Node) readIndex() (uint64, error) {
 			case rs := <-n.readc:
 				if bytes.Equal(rs.RequestCtx, ctxBytes) {
 					retry.Stop()
-					return rs.Index, nil
+					return max(rs.Index, n.leadStart.Load()), nil
 				}
 				// An answer to an earlier, abandoned request.
 			case <-retry.C:

@@ -146,7 +146,6 @@ func (m *Member) Start() (err error) {
 	if err != nil {
 		return err
 	}
-	m.syncPeers()
 	for _, u := range m.cfg.ListenPeerURLs {
 		l, err := listen(u)
 		if err != nil {
@@ -171,6 +170,9 @@ func (m *Member) Start() (err error) {
 	if err != nil {
 		return err
 	}
+	// Peers are known only now that the raft node exists: the transport reports unreachable
+	// peers to it.
+	m.syncPeers()
 	m.peerServer = &http.Server{Handler: m.transport.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	for _, l := range m.peerLns {
 		m.serve("peer", func() error { return m.peerServer.Serve(l) })

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,16 +30,25 @@ func Binary(t testing.TB) string {
 			return
 		}
 		root := filepath.Dir(strings.TrimSpace(string(out)))
-		dir, err := os.MkdirTemp("", "ordo-bin-")
-		if err != nil {
+		// One binary directory per checkout, reused by every test process.
+		sum := sha256.Sum256([]byte(root))
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("ordo-test-bin-%x", sum[:6]))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			buildErr = err
 			return
 		}
 		buildPath = filepath.Join(dir, "ordo")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/ordo")
+		// Build to a private name and rename, so concurrent test processes never run a
+		// half-written binary.
+		tmp := fmt.Sprintf("%s.%d", buildPath, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, "./cmd/ordo")
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("build ordo: %v\n%s", err, b)
+			return
+		}
+		if err := os.Rename(tmp, buildPath); err != nil {
+			buildErr = err
 		}
 	})
 	if buildErr != nil {
