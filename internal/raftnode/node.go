@@ -140,6 +140,8 @@ func Start(cfg Config) (*Node, error) {
 	go n.readLoop()
 	go func() {
 		n.wg.Wait()
+		// Raft stops only after the apply loop drained: applying a conf change needs it.
+		n.raft.Stop()
 		close(n.donec)
 	}()
 	return n, nil
@@ -174,7 +176,6 @@ func (n *Node) Stop() {
 
 func (n *Node) run() {
 	defer n.wg.Done()
-	defer n.raft.Stop()
 	defer close(n.applyc)
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
@@ -184,7 +185,9 @@ func (n *Node) run() {
 			n.raft.Tick()
 		case rd := <-n.raft.Ready():
 			if err := n.handleReady(rd); err != nil {
-				n.fail(err)
+				if !errors.Is(err, ErrStopped) {
+					n.fail(err)
+				}
 				return
 			}
 			n.raft.Advance()
@@ -295,6 +298,11 @@ func (n *Node) applyLoop() {
 	for item := range n.applyc {
 		if item.barrier != nil {
 			close(item.barrier)
+			continue
+		}
+		if n.Err() != nil {
+			// After a failure nothing more is applied: the applied index must not pass the
+			// entry that failed. Draining keeps the Ready loop from blocking.
 			continue
 		}
 		if err := n.cfg.StateMachine.Apply(item.ents, n.raft.ApplyConfChange); err != nil {

@@ -88,8 +88,8 @@ func commit(t testing.TB, e *Engine, fill func(b *pebble.Batch) error) {
 // entry returns entry index with term and a payload of size bytes that names both.
 func entry(index, term uint64, size int) *raftpb.Entry {
 	data := []byte(fmt.Sprintf("i%d/t%d/", index, term))
-	for len(data) < size {
-		data = append(data, byte('a'+len(data)%26))
+	if len(data) < size {
+		data = append(data, bytes.Repeat([]byte("abcdefghijklmnopqrstuvwxyz"), size/26+1)...)
 	}
 	e := &raftpb.Entry{
 		Term:  proto.Uint64(term),

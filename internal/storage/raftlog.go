@@ -75,7 +75,7 @@ func (l *RaftLog) cachedLocked(lo, hi, maxSize uint64) ([]*raftpb.Entry, bool) {
 	out := make([]*raftpb.Entry, 0, end-start)
 	var size uint64
 	for _, ent := range c[start:end] {
-		size += uint64(len(ent.GetData())) + 16
+		size += uint64(proto.Size(ent))
 		if len(out) > 0 && size > maxSize {
 			break
 		}
@@ -202,6 +202,7 @@ func OpenRaftLog(e *Engine) (*RaftLog, error) {
 		}
 		meta := &raftpb.SnapshotMetadata{Index: proto.Uint64(applied), Term: proto.Uint64(appliedTerm), ConfState: cs}
 		b := e.DB.NewBatch()
+		defer b.Close()
 		if err := l.resetToSnapshotLocked(b, meta); err != nil {
 			return nil, err
 		}
@@ -358,10 +359,21 @@ func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if raft.MustSync(hs, l.mu.hs, len(ents)) {
 		sync = pebble.Sync
 	}
+	var newLast uint64
+	if len(ents) > 0 {
+		first := ents[0].GetIndex()
+		newLast = ents[len(ents)-1].GetIndex()
+		if first <= l.mu.truncIndex {
+			return fmt.Errorf("append raft entries from %d: at or below the truncated index %d", first, l.mu.truncIndex)
+		}
+		if first > l.mu.last+1 {
+			return fmt.Errorf("append raft entries from %d: gap after last index %d", first, l.mu.last)
+		}
+	}
 	b := l.db.NewBatch()
 	defer b.Close()
 	if !raft.IsEmptyHardState(hs) {
-		if err := l.setHardStateLocked(b, hs); err != nil {
+		if err := writeHardState(b, hs); err != nil {
 			return err
 		}
 	}
@@ -376,24 +388,16 @@ func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 			return fmt.Errorf("write raft entry: %w", err)
 		}
 	}
-	var newLast uint64
-	if len(ents) > 0 {
-		first := ents[0].GetIndex()
-		newLast = ents[len(ents)-1].GetIndex()
-		if first <= l.mu.truncIndex {
-			return fmt.Errorf("append raft entries from %d: at or below the truncated index %d", first, l.mu.truncIndex)
-		}
-		if first > l.mu.last+1 {
-			return fmt.Errorf("append raft entries from %d: gap after last index %d", first, l.mu.last)
-		}
-		if newLast < l.mu.last {
-			if err := b.DeleteRange(entryKey(newLast+1), entryKey(l.mu.last+1), nil); err != nil {
-				return fmt.Errorf("truncate raft log: %w", err)
-			}
+	if len(ents) > 0 && newLast < l.mu.last {
+		if err := b.DeleteRange(entryKey(newLast+1), entryKey(l.mu.last+1), nil); err != nil {
+			return fmt.Errorf("truncate raft log: %w", err)
 		}
 	}
 	if err := b.Commit(sync); err != nil {
 		return fmt.Errorf("persist raft log: %w", err)
+	}
+	if !raft.IsEmptyHardState(hs) {
+		l.mu.hs = proto.Clone(hs).(*raftpb.HardState)
 	}
 	if len(ents) > 0 {
 		first := ents[0].GetIndex()
@@ -409,7 +413,17 @@ func (l *RaftLog) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	return nil
 }
 
+// setHardStateLocked writes hs to b and takes it as the current hard state; the caller
+// commits b before anyone can observe the difference (startup recovery).
 func (l *RaftLog) setHardStateLocked(b *pebble.Batch, hs *raftpb.HardState) error {
+	if err := writeHardState(b, hs); err != nil {
+		return err
+	}
+	l.mu.hs = proto.Clone(hs).(*raftpb.HardState)
+	return nil
+}
+
+func writeHardState(b *pebble.Batch, hs *raftpb.HardState) error {
 	v, err := proto.Marshal(hs)
 	if err != nil {
 		return fmt.Errorf("marshal hard state: %w", err)
@@ -417,13 +431,15 @@ func (l *RaftLog) setHardStateLocked(b *pebble.Batch, hs *raftpb.HardState) erro
 	if err := b.Set(keyHardState, v, nil); err != nil {
 		return fmt.Errorf("write hard state: %w", err)
 	}
-	l.mu.hs = proto.Clone(hs).(*raftpb.HardState)
 	return nil
 }
 
 // CreateSnapshot records a snapshot at applied index i (with the configuration cs at i) and
 // discards log entries up to i-keep, so slow followers within keep entries catch up from the log.
 func (l *RaftLog) CreateSnapshot(i uint64, cs *raftpb.ConfState, keep uint64) error {
+	if i <= l.SnapshotIndex() {
+		return raft.ErrSnapOutOfDate
+	}
 	term, err := l.Term(i)
 	if err != nil {
 		return fmt.Errorf("snapshot at %d: %w", i, err)

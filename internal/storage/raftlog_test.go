@@ -238,6 +238,7 @@ func TestRaftLogConflictTruncation(t *testing.T) {
 // log that just saved the entries (served from the in-memory entry cache) and on the same data
 // reopened (served from Pebble): the answer must not depend on which one serves it.
 func TestRaftLogEntriesMaxSize(t *testing.T) {
+	t.Parallel()
 	te := newTestEngine(t)
 	l := mustOpenRaftLog(t, te.Engine)
 	var all []*raftpb.Entry
@@ -279,6 +280,7 @@ func TestRaftLogEntriesMaxSize(t *testing.T) {
 // TestRaftLogEntryCache saves more entries than the cache holds, in batches, with overwrites
 // and compactions in between, and compares every read with a freshly opened log (empty cache).
 func TestRaftLogEntryCache(t *testing.T) {
+	t.Parallel()
 	te := newTestEngine(t)
 	l := mustOpenRaftLog(t, te.Engine)
 	const n = maxCachedEntries + 2000
@@ -374,10 +376,12 @@ func TestRaftLogEntryCache(t *testing.T) {
 }
 
 func TestRaftLogEntryCacheBytesBound(t *testing.T) {
+	t.Parallel()
 	te := newTestEngine(t)
 	l := mustOpenRaftLog(t, te.Engine)
-	const size = 4 << 20
-	count := maxCachedBytes/size + 4
+	const size = 8 << 20
+	count := maxCachedBytes/size + 1
+	want := entry(1, 1, size)
 	for i := 1; i <= count; i++ {
 		mustSave(t, l, nil, []*raftpb.Entry{entry(uint64(i), 1, size)})
 	}
@@ -392,9 +396,12 @@ func TestRaftLogEntryCacheBytesBound(t *testing.T) {
 		t.Fatalf("Entries over the cache bound: %d entries, %v; want %d", len(got), err, count)
 	}
 	for i, e := range got {
-		if !proto.Equal(e, entry(uint64(i+1), 1, size)) {
-			t.Fatalf("entry %d differs", i+1)
+		if e.GetIndex() != uint64(i+1) || len(e.GetData()) != size {
+			t.Fatalf("entry %d: index %d, %d bytes; want %d bytes", i+1, e.GetIndex(), len(e.GetData()), size)
 		}
+	}
+	if !proto.Equal(got[0], want) {
+		t.Errorf("entry 1 differs from what was saved")
 	}
 }
 

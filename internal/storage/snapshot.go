@@ -2,10 +2,12 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"os"
@@ -113,13 +115,13 @@ func (e *Engine) ReceiveSnapshot(ctx context.Context, index uint64, r io.Reader)
 			_ = os.Remove(tmp)
 		}
 	}()
-	crc := crc32.New(crcTable)
-	br := bufio.NewReaderSize(io.TeeReader(r, crc), 256<<10)
+	br := bufio.NewReaderSize(r, 256<<10)
+	hr := &hashingReader{r: br, h: crc32.New(crcTable)}
 	magic := make([]byte, len(snapMagic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapMagic {
+	if _, err := io.ReadFull(hr, magic); err != nil || string(magic) != snapMagic {
 		return fmt.Errorf("%w: missing header", ErrBadSnapshot)
 	}
-	var key, val []byte
+	var key, prev, val []byte
 	n := 0
 	for {
 		if n++; n%1024 == 0 {
@@ -127,31 +129,35 @@ func (e *Engine) ReceiveSnapshot(ctx context.Context, index uint64, r io.Reader)
 				return err
 			}
 		}
-		kl, err := binary.ReadUvarint(br)
+		kl, err := binary.ReadUvarint(hr)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
 		if kl == 0 {
 			break
 		}
-		if key, err = readChunk(br, key, kl); err != nil {
+		if key, err = readChunk(hr, key, kl); err != nil {
 			return err
 		}
-		vl, err := binary.ReadUvarint(br)
+		vl, err := binary.ReadUvarint(hr)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
-		if val, err = readChunk(br, val, vl); err != nil {
+		if val, err = readChunk(hr, val, vl); err != nil {
 			return err
 		}
-		if key[0] < StateStart[0] {
+		if bytes.Compare(key, StateStart) < 0 || bytes.Compare(key, StateEnd) >= 0 {
 			return fmt.Errorf("%w: key %x outside the state keyspace", ErrBadSnapshot, key)
 		}
+		if prev != nil && bytes.Compare(key, prev) <= 0 {
+			return fmt.Errorf("%w: key %x out of order", ErrBadSnapshot, key)
+		}
+		prev = append(prev[:0], key...)
 		if err := sw.Set(key, val); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
 	}
-	want := crc.Sum32()
+	want := hr.h.Sum32()
 	var sum [4]byte
 	if _, err := io.ReadFull(br, sum[:]); err != nil {
 		return fmt.Errorf("%w: missing checksum", ErrBadSnapshot)
@@ -174,14 +180,42 @@ func readChunk(r io.Reader, buf []byte, n uint64) ([]byte, error) {
 	if n > maxChunk {
 		return nil, fmt.Errorf("%w: %d-byte field", ErrBadSnapshot, n)
 	}
-	if uint64(cap(buf)) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	// Grow with what actually arrives, so a forged length cannot make us allocate it up front.
+	buf = buf[:0]
+	for uint64(len(buf)) < n {
+		step := min(n-uint64(len(buf)), 1<<20)
+		if uint64(cap(buf)-len(buf)) < step {
+			buf = append(buf, make([]byte, step)...)[:len(buf)]
+		}
+		part := buf[len(buf) : len(buf)+int(step)]
+		if _, err := io.ReadFull(r, part); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+		buf = buf[:len(buf)+int(step)]
 	}
 	return buf, nil
+}
+
+// hashingReader hashes exactly the bytes the parser consumes from a buffered reader.
+type hashingReader struct {
+	r   *bufio.Reader
+	h   hash.Hash32
+	one [1]byte
+}
+
+func (hr *hashingReader) Read(p []byte) (int, error) {
+	n, err := hr.r.Read(p)
+	hr.h.Write(p[:n])
+	return n, err
+}
+
+func (hr *hashingReader) ReadByte() (byte, error) {
+	b, err := hr.r.ReadByte()
+	if err == nil {
+		hr.one[0] = b
+		hr.h.Write(hr.one[:])
+	}
+	return b, err
 }
 
 // HasStagedSnapshot reports whether a snapshot for index has been received.

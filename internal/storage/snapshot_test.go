@@ -247,6 +247,7 @@ func TestSnapshotStreamFromMemory(t *testing.T) {
 }
 
 func TestSnapshotStreamRejectsDamage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := newTestEngine(t), newTestEngine(t)
 	fillState(t, src.Engine, "src", 42, 4)
@@ -420,13 +421,14 @@ func TestSnapshotStreamCanceled(t *testing.T) {
 }
 
 func TestSnapshotStreamLarge(t *testing.T) {
+	t.Parallel()
 	n := 200_000
 	if testing.Short() {
 		n = 20_000
 	}
 	ctx := context.Background()
 	src, dst := newTestEngine(t), newTestEngine(t)
-	value := bytes.Repeat([]byte("v"), 100)
+	value := bytes.Repeat([]byte("v"), 24)
 	b := src.DB.NewBatch()
 	for i := 0; i < n; i++ {
 		if err := b.Set(binary.BigEndian.AppendUint64([]byte{PrefixMVCC}, uint64(i)), value, nil); err != nil {
@@ -524,6 +526,7 @@ func FuzzReceiveSnapshot(f *testing.F) {
 // into an io.Pipe that is the body of a chunked HTTP request, and ReceiveSnapshot reading the
 // request body on the server.
 func TestSnapshotStreamOverHTTP(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{1, 100, 3000} {
 		t.Run(fmt.Sprintf("%dkeys", n), func(t *testing.T) {
 			src, dst := newTestEngine(t), newTestEngine(t)
