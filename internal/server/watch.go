@@ -20,6 +20,9 @@ import (
 // invalidWatchID is the id of responses that belong to no watcher (clientv3.InvalidWatchID).
 const invalidWatchID = -1
 
+// catchUpRevisions bounds the revisions one response to a lagging watcher carries.
+const catchUpRevisions = 1000
+
 // storageCatchUpEvents bounds the events read from storage for one response to a watcher
 // that fell behind the in-memory ring.
 const storageCatchUpEvents = 1000
@@ -77,6 +80,11 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		cancel()
 	}()
 	sendErr := ws.sendLoop(ctx)
+	if ws.m.ctx.Err() != nil {
+		// The member is stopping: an Unavailable error makes clients re-watch elsewhere or
+		// after the restart, from their next revision.
+		return rpctypes.ErrGRPCStopped
+	}
 	select {
 	case err := <-recvErr:
 		if err != nil {
@@ -271,8 +279,13 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 		if ws.removed(w) {
 			return nil
 		}
-		evs, ok := ws.m.hub.Recent(buf[:0], w.nextRev, rev, w.rng)
-		next := rev + 1
+		if compacted := ws.m.kv.CompactRev(); w.nextRev < compacted {
+			return ws.cancelCompacted(w, rev, compacted)
+		}
+		// Like etcd, a response catching up carries at most catchUpRevisions revisions.
+		to := min(rev, w.nextRev+catchUpRevisions-1)
+		evs, ok := ws.m.hub.Recent(buf[:0], w.nextRev, to, w.rng)
+		next := to + 1
 		if !ok {
 			var compacted int64
 			var err error
@@ -281,11 +294,7 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 				return err
 			}
 			if compacted != 0 {
-				ws.mu.Lock()
-				delete(ws.mu.watchers, w.id)
-				ws.mu.Unlock()
-				return ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
-					WatchId: w.id, CompactRevision: compacted, Canceled: true})
+				return ws.cancelCompacted(w, rev, compacted)
 			}
 		}
 		buf = evs
@@ -315,6 +324,15 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 		}
 	}
 	return nil
+}
+
+// cancelCompacted ends a watcher whose next revision was compacted away, as etcd does.
+func (ws *watchStream) cancelCompacted(w *watcher, rev, compacted int64) error {
+	ws.mu.Lock()
+	delete(ws.mu.watchers, w.id)
+	ws.mu.Unlock()
+	return ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+		WatchId: w.id, CompactRevision: compacted, Canceled: true})
 }
 
 func (ws *watchStream) removed(w *watcher) bool {
