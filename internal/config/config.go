@@ -115,6 +115,7 @@ type Config struct {
 	AutoCompactionRetention     string        // --auto-compaction-retention, see AutoCompactionPeriod and AutoCompactionRevisions
 	WatchProgressNotifyInterval time.Duration // --watch-progress-notify-interval
 	WatchBufferBytes            int64         // --watch-buffer-bytes (Ordo only): memory for recent watch events
+	EnablePprof                 bool          // --enable-pprof: /debug/pprof/ on the client URLs
 
 	// Auth.
 	AuthToken    string // --auth-token ("simple" only for now)

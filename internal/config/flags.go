@@ -200,7 +200,7 @@ func specsFor(c *Config, configFile *string, version *bool) []*flagSpec {
 		{name: "auth-token-ttl", group: gAuth, def: "300", usage: "Lifetime in seconds of simple auth tokens.", bind: uintVal{&c.AuthTokenTTL}},
 
 		// Profiling and monitoring.
-		{name: "enable-pprof", group: gProfiling, def: "false", usage: "Enable runtime profiling data via HTTP at client URL + /debug/pprof/.", handling: noop, why: whyMetrics, bind: anyBool()},
+		{name: "enable-pprof", group: gProfiling, def: "false", usage: "Enable runtime profiling data via HTTP at client URL + /debug/pprof/.", bind: boolVal{&c.EnablePprof}},
 		{name: "metrics", group: gProfiling, def: "basic", usage: "Level of detail for exported metrics: 'basic' or 'extensive'.", handling: noop, why: whyMetrics, bind: choiceVal{new(string), []string{"basic", "extensive"}}},
 		{name: "listen-metrics-urls", group: gProfiling, usage: "List of URLs to listen on for the /metrics and /health endpoints.", handling: unsupported, why: "separate metrics listeners are not supported yet", bind: anyURLs()},
 
