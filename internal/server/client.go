@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -8,9 +9,11 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 )
 
 // grpcOverheadBytes is the room a gRPC message needs beyond the request itself.
@@ -24,6 +27,8 @@ func (m *Member) startClient() error {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+		grpc.UnaryInterceptor(m.requireLeaderUnary),
+		grpc.StreamInterceptor(m.requireLeaderStream),
 	)
 	pb.RegisterKVServer(m.grpcServer, &kvServer{m: m})
 	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
@@ -77,4 +82,33 @@ func (m *Member) serveHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, health{"true", ""})
+}
+
+// requiresLeader reports whether the client asked (clientv3.WithRequireLeader) to fail rather
+// than be served by a member that knows no leader.
+func requiresLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	for _, v := range md.Get(rpctypes.MetadataRequireLeaderKey) {
+		if v == rpctypes.MetadataHasLeader {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Member) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if requiresLeader(ctx) && m.node.Leader() == 0 {
+		return nil, rpctypes.ErrGRPCNoLeader
+	}
+	return handler(ctx, req)
+}
+
+func (m *Member) requireLeaderStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if requiresLeader(ss.Context()) && m.node.Leader() == 0 {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return handler(srv, ss)
 }
