@@ -13,10 +13,14 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ordo ./cmd/ordo
 
-## test: vet and run every test
+# CORE are the packages whose unit tests also run under the race detector in "make test".
+CORE := ./internal/mvcc/ ./internal/storage/ ./internal/raftnode/ ./internal/transport/ ./internal/watch/ ./internal/apply/
+
+## test: vet, run every test, and the core packages' tests again under the race detector
 test:
 	$(GO) vet ./...
 	$(GO) test -timeout 15m ./...
+	$(GO) test -race -timeout 10m $(CORE)
 
 ## test-race: run every test under the race detector (needs cgo)
 test-race:
