@@ -8,11 +8,13 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ordo-db/ordo/internal/lease"
 	"github.com/ordo-db/ordo/internal/mvcc"
 	"github.com/ordo-db/ordo/internal/storage"
 )
@@ -21,6 +23,7 @@ import (
 type Config struct {
 	Engine *storage.Engine
 	KV     *mvcc.Store
+	Leases *lease.Store
 	Logger *zap.Logger
 	// OnMembers is called after a batch that changed the membership.
 	OnMembers func()
@@ -60,6 +63,9 @@ func (a *Applier) Restore() error {
 	a.applied = applied
 	if err := a.cfg.KV.Reload(); err != nil {
 		return fmt.Errorf("reload mvcc: %w", err)
+	}
+	if err := a.cfg.Leases.Reload(); err != nil {
+		return fmt.Errorf("reload leases: %w", err)
 	}
 	if a.cfg.OnRestore != nil {
 		a.cfg.OnRestore()
@@ -173,11 +179,12 @@ func requestID(r *pb.InternalRaftRequest) uint64 {
 // applyRequest applies one client request as one MVCC transaction.
 func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRaftRequest) Result {
 	ctx := context.Background()
-	rw := writerRW{w}
+	rw := writerRW{w: w, b: b, leases: a.cfg.Leases}
+	exists := a.cfg.Leases.Exists
 	var res Result
 	switch {
 	case r.Put != nil:
-		if err := checkPut(rw, noLeases, r.Put); err != nil {
+		if err := checkPut(rw, exists, r.Put); err != nil {
 			res.Err = err
 			break
 		}
@@ -185,13 +192,25 @@ func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRa
 	case r.DeleteRange != nil:
 		res.Resp, res.Err = deleteRange(rw, r.DeleteRange)
 	case r.Txn != nil:
-		res.Resp, res.Err = Txn(ctx, rw, noLeases, r.Txn)
+		res.Resp, res.Err = Txn(ctx, rw, exists, r.Txn)
 	case r.Compaction != nil:
 		if err := w.Compact(r.Compaction.Revision); err != nil {
 			res.Err = mvccErr(err)
 			break
 		}
 		res.Resp = &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: rw.Rev()}}
+	case r.LeaseGrant != nil:
+		l, err := a.cfg.Leases.Grant(b, r.LeaseGrant.ID, r.LeaseGrant.TTL)
+		if errors.Is(err, lease.ErrExists) {
+			res.Err = rpctypes.ErrGRPCLeaseExist
+			break
+		}
+		res.Err = err
+		res.Resp = &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: rw.Rev()}, ID: l.ID, TTL: l.TTL}
+	case r.LeaseRevoke != nil:
+		res.Resp, res.Err = a.revoke(b, rw, r.LeaseRevoke.ID)
+	case r.LeaseCheckpoint != nil:
+		res.Resp, res.Err = a.checkpoint(b, r.LeaseCheckpoint)
 	case r.ClusterMemberAttrSet != nil:
 		res.Err = a.setMemberAttrs(b, r.ClusterMemberAttrSet.Member_ID, r.ClusterMemberAttrSet.MemberAttributes.GetName(), r.ClusterMemberAttrSet.MemberAttributes.GetClientUrls())
 	default:
@@ -201,17 +220,86 @@ func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRa
 	return res
 }
 
-// writerRW adapts the MVCC writer to ReadWriter.
-type writerRW struct{ w *mvcc.Writer }
+// revoke deletes every key attached to lease id in one revision, then the lease.
+func (a *Applier) revoke(b *pebble.Batch, rw writerRW, id int64) (*pb.LeaseRevokeResponse, error) {
+	if !a.cfg.Leases.Exists(id) {
+		return nil, rpctypes.ErrGRPCLeaseNotFound
+	}
+	keys, err := a.cfg.Leases.Keys(b, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if _, err := rw.DeleteRange(k, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.cfg.Leases.Remove(b, id); err != nil {
+		return nil, err
+	}
+	return &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: rw.Rev()}}, nil
+}
+
+// checkpoint applies lease clock ticks (id 0, the clock value in Remaining_TTL) and keep-alives
+// (every other id: the lease's TTL starts again now).
+func (a *Applier) checkpoint(b *pebble.Batch, r *pb.LeaseCheckpointRequest) (*pb.LeaseCheckpointResponse, error) {
+	for _, cp := range r.Checkpoints {
+		if cp.ID == 0 {
+			if err := a.cfg.Leases.Tick(b, cp.Remaining_TTL); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if _, err := a.cfg.Leases.Renew(b, cp.ID); err != nil && !errors.Is(err, lease.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return &pb.LeaseCheckpointResponse{Header: &pb.ResponseHeader{}}, nil
+}
+
+// writerRW adapts the MVCC writer to ReadWriter and keeps lease attachments in step with
+// the keys it writes and deletes.
+type writerRW struct {
+	w      *mvcc.Writer
+	b      *pebble.Batch
+	leases *lease.Store
+}
 
 func (rw writerRW) Range(ctx context.Context, key, end []byte, ro mvcc.RangeOptions) (*mvcc.RangeResult, error) {
 	return rw.w.Range(ctx, key, end, ro)
 }
 func (rw writerRW) Rev() int64        { return rw.w.TxnRev() }
 func (rw writerRW) CompactRev() int64 { return rw.w.CompactRev() }
-func (rw writerRW) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error) {
-	return rw.w.Put(key, value, lease)
+
+func (rw writerRW) Put(key, value []byte, leaseID int64) (*mvccpb.KeyValue, error) {
+	prev, err := rw.w.Put(key, value, leaseID)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil && prev.Lease != 0 && prev.Lease != leaseID {
+		if err := rw.leases.Detach(rw.b, prev.Lease, key); err != nil {
+			return nil, err
+		}
+	}
+	if leaseID != 0 {
+		if err := rw.leases.Attach(rw.b, leaseID, key); err != nil {
+			return nil, err
+		}
+	}
+	return prev, nil
 }
+
 func (rw writerRW) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
-	return rw.w.DeleteRange(key, end)
+	deleted, err := rw.w.DeleteRange(key, end)
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range deleted {
+		if kv.Lease != 0 {
+			if err := rw.leases.Detach(rw.b, kv.Lease, kv.Key); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return deleted, nil
 }

@@ -34,9 +34,6 @@ type ReadWriter interface {
 // LeaseChecker tells whether a lease exists.
 type LeaseChecker func(id int64) bool
 
-// noLeases is used until leases exist: every lease id is unknown.
-func noLeases(int64) bool { return false }
-
 // mvccErr maps MVCC errors to the errors clients see.
 func mvccErr(err error) error {
 	switch {

@@ -34,6 +34,7 @@ func (m *Member) startClient() error {
 	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpcServer, &maintenanceServer{m: m})
 	pb.RegisterWatchServer(m.grpcServer, &watchServer{m: m})
+	pb.RegisterLeaseServer(m.grpcServer, &leaseServer{m: m})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/version", m.serveVersion)

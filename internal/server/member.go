@@ -21,6 +21,7 @@ import (
 
 	"github.com/ordo-db/ordo/internal/apply"
 	"github.com/ordo-db/ordo/internal/config"
+	"github.com/ordo-db/ordo/internal/lease"
 	"github.com/ordo-db/ordo/internal/mvcc"
 	"github.com/ordo-db/ordo/internal/raftnode"
 	"github.com/ordo-db/ordo/internal/storage"
@@ -43,6 +44,8 @@ type Member struct {
 	transport *transport.Transport
 	compactor *compactor
 	hub       *watch.Hub
+	leases    *lease.Store
+	renewer   *renewer
 	reqIDs    *idGen
 
 	grpcServer *grpc.Server
@@ -115,11 +118,16 @@ func (m *Member) Start() (err error) {
 	if m.kv, err = mvcc.Open(m.engine.DB); err != nil {
 		return fmt.Errorf("open mvcc: %w", err)
 	}
+	if m.leases, err = lease.Open(m.engine.DB); err != nil {
+		return err
+	}
+	m.renewer = newRenewer(m)
 	m.compactor = newCompactor(m.kv, m.lg)
 	m.hub = watch.NewHub(m.kv, int(m.cfg.WatchBufferBytes))
 	m.applier, err = apply.New(apply.Config{
 		Engine:    m.engine,
 		KV:        m.kv,
+		Leases:    m.leases,
 		Logger:    m.lg,
 		OnMembers: m.syncPeers,
 		OnCompact: m.compactor.schedule,
@@ -183,9 +191,11 @@ func (m *Member) Start() (err error) {
 	if err := m.startAutoCompaction(); err != nil {
 		return err
 	}
-	m.wg.Add(2)
+	m.wg.Add(4)
 	go m.watchNode()
 	go m.publish()
+	go m.renewer.run()
+	go m.runLeaseClock()
 	m.lg.Info("started member",
 		zap.String("name", m.cfg.Name),
 		zap.String("local-member-id", fmt.Sprintf("%x", m.id)),

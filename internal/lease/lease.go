@@ -1,0 +1,301 @@
+// Package lease keeps Ordo's leases: their TTLs, their deadlines on a replicated lease clock,
+// and the keys attached to them.
+//
+// Deadlines survive leader changes because they are not measured on any member's clock. The
+// leader proposes a clock tick every TickInterval carrying its estimate of the lease clock (the
+// last applied tick plus the time it has measured since). Every member applies the same ticks,
+// so every member holds the same clock value, and a grant or keep-alive sets
+//
+//	deadline = applied clock + TTL + TickInterval + tickSlack
+//
+// The applied clock lags the leader's estimate by at most one tick interval, which the added
+// interval covers: a lease never expires before TTL after its last keep-alive was applied. A new
+// leader continues the clock from the last applied tick, so the time between the old leader's
+// last tick and the new leader's first one is not counted: across a leader change a lease lives
+// at most that long (about one election) beyond its deadline, and is never reset to a full TTL.
+//
+// Keyspace (prefix 0x04): 'l' id(8) -> ttl(8) deadline(8); 'k' id(8) key -> "" for each
+// attached key; 'c' -> the lease clock in milliseconds.
+package lease
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/ordo-db/ordo/internal/storage"
+)
+
+// MaxTTL is etcd's largest lease TTL in seconds.
+const MaxTTL = 9000000000
+
+// TickInterval is how often the leader advances the lease clock.
+const TickInterval = 250 * time.Millisecond
+
+// tickSlack covers the time a tick takes from the leader's estimate to being applied.
+const tickSlack = 50 * time.Millisecond
+
+// Errors.
+var (
+	ErrNotFound = errors.New("lease: not found")
+	ErrExists   = errors.New("lease: already exists")
+)
+
+var (
+	keyClock  = []byte{storage.PrefixLease, 'c'}
+	leasePfx  = []byte{storage.PrefixLease, 'l'}
+	attachPfx = []byte{storage.PrefixLease, 'k'}
+)
+
+func leaseKey(id int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), leasePfx...), uint64(id))
+}
+
+func attachPrefix(id int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), attachPfx...), uint64(id))
+}
+
+// Lease is one lease's state.
+type Lease struct {
+	ID       int64
+	TTL      int64 // granted TTL in seconds
+	Deadline int64 // lease clock (ms) at which it expires
+}
+
+// Store holds every lease in memory (ids, TTLs and deadlines; attached keys stay on disk) and
+// applies changes into the apply loop's batches. Only the apply goroutine changes it.
+type Store struct {
+	db *pebble.DB
+
+	mu struct {
+		sync.Mutex
+		leases  map[int64]*Lease
+		clock   int64     // applied lease clock, ms
+		clockAt time.Time // when this member applied it
+	}
+}
+
+// Open loads the leases kept in db.
+func Open(db *pebble.DB) (*Store, error) {
+	s := &Store{db: db}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload reads the leases again (after the state was replaced by a snapshot).
+func (s *Store) Reload() error {
+	leases := make(map[int64]*Lease)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: leasePfx, UpperBound: []byte{storage.PrefixLease, 'l' + 1}})
+	if err != nil {
+		return fmt.Errorf("lease: iterate: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != len(leasePfx)+8 || len(v) != 16 {
+			_ = it.Close()
+			return fmt.Errorf("%w: lease record %x", storage.ErrCorrupt, k)
+		}
+		l := &Lease{ID: int64(binary.BigEndian.Uint64(k[len(leasePfx):])), TTL: int64(binary.BigEndian.Uint64(v)), Deadline: int64(binary.BigEndian.Uint64(v[8:]))}
+		leases[l.ID] = l
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("lease: iterate: %w", err)
+	}
+	var clock int64
+	v, closer, err := s.db.Get(keyClock)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("lease: read clock: %w", err)
+	default:
+		if len(v) == 8 {
+			clock = int64(binary.BigEndian.Uint64(v))
+		}
+		_ = closer.Close()
+	}
+	s.mu.Lock()
+	s.mu.leases, s.mu.clock, s.mu.clockAt = leases, clock, time.Now()
+	s.mu.Unlock()
+	return nil
+}
+
+// Now is this member's estimate of the lease clock: the applied clock plus the time since.
+func (s *Store) Now() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.clock + time.Since(s.mu.clockAt).Milliseconds()
+}
+
+// Lookup returns a copy of lease id.
+func (s *Store) Lookup(id int64) (Lease, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.mu.leases[id]
+	if !ok {
+		return Lease{}, false
+	}
+	return *l, true
+}
+
+// Exists reports whether lease id exists.
+func (s *Store) Exists(id int64) bool {
+	_, ok := s.Lookup(id)
+	return ok
+}
+
+// Remaining is the time left before lease id expires, by this member's clock estimate.
+func (s *Store) Remaining(id int64) (time.Duration, bool) {
+	now := s.Now()
+	l, ok := s.Lookup(id)
+	if !ok {
+		return 0, false
+	}
+	return time.Duration(max(l.Deadline-now, 0)) * time.Millisecond, true
+}
+
+// IDs lists every lease id in order.
+func (s *Store) IDs() []int64 {
+	s.mu.Lock()
+	ids := make([]int64, 0, len(s.mu.leases))
+	for id := range s.mu.leases {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// Expired returns up to limit leases whose deadline has passed by clock now, earliest first.
+func (s *Store) Expired(now int64, limit int) []int64 {
+	s.mu.Lock()
+	var out []*Lease
+	for _, l := range s.mu.leases {
+		if l.Deadline <= now {
+			out = append(out, l)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Deadline < out[j].Deadline })
+	ids := make([]int64, 0, min(len(out), limit))
+	for _, l := range out[:min(len(out), limit)] {
+		ids = append(ids, l.ID)
+	}
+	return ids
+}
+
+func (s *Store) deadlineLocked(ttl int64) int64 {
+	return s.mu.clock + ttl*1000 + (TickInterval + tickSlack).Milliseconds()
+}
+
+func (s *Store) writeLocked(b *pebble.Batch, l *Lease) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(l.TTL))
+	v = binary.BigEndian.AppendUint64(v, uint64(l.Deadline))
+	return b.Set(leaseKey(l.ID), v, nil)
+}
+
+// Grant creates lease id with ttl seconds in b.
+func (s *Store) Grant(b *pebble.Batch, id, ttl int64) (Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.mu.leases[id]; ok {
+		return Lease{}, ErrExists
+	}
+	l := &Lease{ID: id, TTL: ttl, Deadline: s.deadlineLocked(ttl)}
+	if err := s.writeLocked(b, l); err != nil {
+		return Lease{}, err
+	}
+	s.mu.leases[id] = l
+	return *l, nil
+}
+
+// Renew restarts lease id's TTL in b.
+func (s *Store) Renew(b *pebble.Batch, id int64) (Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.mu.leases[id]
+	if !ok {
+		return Lease{}, ErrNotFound
+	}
+	l.Deadline = s.deadlineLocked(l.TTL)
+	if err := s.writeLocked(b, l); err != nil {
+		return Lease{}, err
+	}
+	return *l, nil
+}
+
+// Tick advances the lease clock to clock (never backwards) in b.
+func (s *Store) Tick(b *pebble.Batch, clock int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if clock <= s.mu.clock {
+		return nil
+	}
+	if err := b.Set(keyClock, binary.BigEndian.AppendUint64(nil, uint64(clock)), nil); err != nil {
+		return err
+	}
+	s.mu.clock, s.mu.clockAt = clock, time.Now()
+	return nil
+}
+
+// Remove deletes lease id and its attachments in b (its keys are deleted by the caller).
+func (s *Store) Remove(b *pebble.Batch, id int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.mu.leases[id]; !ok {
+		return ErrNotFound
+	}
+	if err := b.Delete(leaseKey(id), nil); err != nil {
+		return err
+	}
+	pfx := attachPrefix(id)
+	if err := b.DeleteRange(pfx, prefixEnd(pfx), nil); err != nil {
+		return err
+	}
+	delete(s.mu.leases, id)
+	return nil
+}
+
+// Attach records that key belongs to lease id, in b.
+func (s *Store) Attach(b *pebble.Batch, id int64, key []byte) error {
+	return b.Set(append(attachPrefix(id), key...), nil, nil)
+}
+
+// Detach removes key from lease id, in b.
+func (s *Store) Detach(b *pebble.Batch, id int64, key []byte) error {
+	return b.Delete(append(attachPrefix(id), key...), nil)
+}
+
+// Keys returns the keys attached to lease id as r sees them.
+func (s *Store) Keys(r pebble.Reader, id int64) ([][]byte, error) {
+	pfx := attachPrefix(id)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return nil, fmt.Errorf("lease: iterate keys: %w", err)
+	}
+	var keys [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		keys = append(keys, append([]byte(nil), it.Key()[len(pfx):]...))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("lease: iterate keys: %w", err)
+	}
+	return keys, nil
+}
+
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
+
+	"github.com/ordo-db/ordo/internal/lease"
+)
+
+// leaseServer is etcd's Lease service.
+type leaseServer struct {
+	pb.UnimplementedLeaseServer
+	m *Member
+}
+
+// minLeaseTTL is etcd's smallest TTL: one and a half election timeouts, in whole seconds.
+func (m *Member) minLeaseTTL() int64 {
+	ticks := int64(m.cfg.ElectionTimeout / m.cfg.HeartbeatInterval)
+	return int64(math.Ceil((time.Duration(3*ticks/2) * m.cfg.HeartbeatInterval).Seconds()))
+}
+
+func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if r.TTL > lease.MaxTTL {
+		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
+	}
+	req := &pb.LeaseGrantRequest{ID: r.ID, TTL: max(r.TTL, s.m.minLeaseTTL())}
+	if req.ID == 0 {
+		req.ID = int64(s.m.reqIDs.id() & math.MaxInt64)
+	}
+	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{LeaseGrant: req})
+	if err != nil {
+		return nil, err
+	}
+	resp := res.Resp.(*pb.LeaseGrantResponse)
+	s.m.header(resp.Header)
+	return resp, nil
+}
+
+func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: r.ID}})
+	if err != nil {
+		return nil, err
+	}
+	resp := res.Resp.(*pb.LeaseRevokeResponse)
+	s.m.header(resp.Header)
+	return resp, nil
+}
+
+func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := s.m.linearize(ctx); err != nil {
+		return nil, err
+	}
+	l, ok := s.m.leases.Lookup(r.ID)
+	if !ok {
+		return &pb.LeaseTimeToLiveResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()}), ID: r.ID, TTL: -1}, nil
+	}
+	left, _ := s.m.leases.Remaining(r.ID)
+	resp := &pb.LeaseTimeToLiveResponse{
+		Header:     s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()}),
+		ID:         r.ID,
+		TTL:        int64(left.Seconds()),
+		GrantedTTL: l.TTL,
+	}
+	if r.Keys {
+		keys, err := s.m.leases.Keys(s.m.engine.DB, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		resp.Keys = keys
+	}
+	return resp, nil
+}
+
+func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	if err := s.m.linearize(ctx); err != nil {
+		return nil, err
+	}
+	ids := s.m.leases.IDs()
+	resp := &pb.LeaseLeasesResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()})}
+	for _, id := range ids {
+		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: id})
+	}
+	return resp, nil
+}
+
+// LeaseKeepAlive renews leases as the client asks, answering each request once its renewal is
+// committed; any member may take keep-alives, as the renewal is replicated through raft.
+func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		if err := s.m.renewer.renew(ctx, req.ID); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		resp := &pb.LeaseKeepAliveResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()}), ID: req.ID}
+		if l, ok := s.m.leases.Lookup(req.ID); ok {
+			resp.TTL = l.TTL
+		}
+		if err := stream.Send(resp); err != nil {
+			return nil
+		}
+	}
+}
+
+// renewer batches keep-alives from every stream into one raft proposal per round: while one
+// round is being committed, the next collects.
+type renewer struct {
+	m    *Member
+	mu   sync.Mutex
+	next *renewBatch
+	kick chan struct{}
+}
+
+type renewBatch struct {
+	ids  map[int64]struct{}
+	done chan struct{} // closed once the batch is committed; err is set before
+	err  error
+}
+
+func newRenewBatch() *renewBatch {
+	return &renewBatch{ids: map[int64]struct{}{}, done: make(chan struct{})}
+}
+
+func newRenewer(m *Member) *renewer {
+	return &renewer{m: m, next: newRenewBatch(), kick: make(chan struct{}, 1)}
+}
+
+func (r *renewer) renew(ctx context.Context, id int64) error {
+	r.mu.Lock()
+	b := r.next
+	b.ids[id] = struct{}{}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *renewer) run() {
+	defer r.m.wg.Done()
+	for {
+		select {
+		case <-r.kick:
+		case <-r.m.ctx.Done():
+			return
+		}
+		r.mu.Lock()
+		b := r.next
+		r.next = newRenewBatch()
+		r.mu.Unlock()
+		if len(b.ids) == 0 {
+			close(b.done)
+			continue
+		}
+		cp := &pb.LeaseCheckpointRequest{}
+		for id := range b.ids {
+			cp.Checkpoints = append(cp.Checkpoints, &pb.LeaseCheckpoint{ID: id})
+		}
+		_, b.err = r.m.propose(r.m.ctx, &pb.InternalRaftRequest{LeaseCheckpoint: cp})
+		close(b.done)
+	}
+}
+
+// runLeaseClock runs on every member and acts while it leads: it advances the lease clock
+// every lease.TickInterval and revokes expired leases through raft, at most
+// leaseRevokeRate a second so that a mass expiry does not crowd out writes. A member that
+// stops leading stops at once: it checks leadership before every proposal.
+func (m *Member) runLeaseClock() {
+	defer m.wg.Done()
+	ticker := time.NewTicker(lease.TickInterval)
+	defer ticker.Stop()
+	sem := make(chan struct{}, 16)
+	var inflight sync.Map
+	for {
+		select {
+		case <-ticker.C:
+		case <-m.ctx.Done():
+			return
+		}
+		if m.node.Leader() != m.id {
+			continue
+		}
+		now := m.leases.Now()
+		ctx, cancel := context.WithTimeout(m.ctx, m.node.RequestTimeout())
+		_, err := m.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
+			Checkpoints: []*pb.LeaseCheckpoint{{ID: 0, Remaining_TTL: now}}}})
+		cancel()
+		if err != nil {
+			continue
+		}
+		budget := int(leaseRevokeRate * lease.TickInterval / time.Second)
+		for _, id := range m.leases.Expired(m.leases.Now(), budget) {
+			if _, busy := inflight.LoadOrStore(id, true); busy {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-m.ctx.Done():
+				return
+			}
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				defer func() { <-sem; inflight.Delete(id) }()
+				if m.node.Leader() != m.id {
+					return
+				}
+				ctx, cancel := context.WithTimeout(m.ctx, m.node.RequestTimeout())
+				defer cancel()
+				_, err := m.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+				if err != nil && !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) && m.ctx.Err() == nil {
+					m.lg.Warn("failed to revoke expired lease", zap.Int64("lease-id", id), zap.Error(err))
+				}
+			}()
+		}
+	}
+}
+
+// leaseRevokeRate bounds the expired leases revoked per second.
+const leaseRevokeRate = 1000
