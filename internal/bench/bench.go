@@ -151,11 +151,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Serial, "serializable", false, "get: serializable reads")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ordo bench put|get [flags]  (or: ordo bench watch [flags])")
+		fmt.Fprintln(stderr, "usage: ordo bench put|get [flags]  (or: ordo bench watch|lease [flags])")
 		fs.PrintDefaults()
 	}
 	if len(args) > 0 && args[0] == "watch" {
 		return mainWatch(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "lease" {
+		return mainLease(args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || (args[0] != "put" && args[0] != "get") {
 		fs.Usage()

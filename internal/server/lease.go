@@ -188,7 +188,7 @@ func (m *Member) runLeaseClock() {
 	defer m.wg.Done()
 	ticker := time.NewTicker(lease.TickInterval)
 	defer ticker.Stop()
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 64)
 	var inflight sync.Map
 	for {
 		select {
