@@ -210,7 +210,7 @@ func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRa
 	case r.LeaseRevoke != nil:
 		res.Resp, res.Err = a.revoke(b, rw, r.LeaseRevoke.ID)
 	case r.LeaseCheckpoint != nil:
-		res.Resp, res.Err = a.checkpoint(b, r.LeaseCheckpoint)
+		res.Resp, res.Err = a.checkpoint(b, rw, r.LeaseCheckpoint)
 	case r.ClusterMemberAttrSet != nil:
 		res.Err = a.setMemberAttrs(b, r.ClusterMemberAttrSet.Member_ID, r.ClusterMemberAttrSet.MemberAttributes.GetName(), r.ClusterMemberAttrSet.MemberAttributes.GetClientUrls())
 	default:
@@ -240,13 +240,24 @@ func (a *Applier) revoke(b *pebble.Batch, rw writerRW, id int64) (*pb.LeaseRevok
 	return &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: rw.Rev()}}, nil
 }
 
-// checkpoint applies lease clock ticks (id 0, the clock value in Remaining_TTL) and keep-alives
-// (every other id: the lease's TTL starts again now).
-func (a *Applier) checkpoint(b *pebble.Batch, r *pb.LeaseCheckpointRequest) (*pb.LeaseCheckpointResponse, error) {
+// checkpoint applies the lease entries Ordo carries in etcd's LeaseCheckpointRequest:
+//   - ID 0: a lease clock tick, the clock value (ms) in Remaining_TTL;
+//   - Remaining_TTL < 0: the leader found lease ID expired at deadline -Remaining_TTL; it is
+//     revoked only if its deadline is still that one (no keep-alive renewed it meanwhile);
+//   - otherwise: a keep-alive, the lease's TTL starts again now.
+func (a *Applier) checkpoint(b *pebble.Batch, rw writerRW, r *pb.LeaseCheckpointRequest) (*pb.LeaseCheckpointResponse, error) {
 	for _, cp := range r.Checkpoints {
 		if cp.ID == 0 {
 			if err := a.cfg.Leases.Tick(b, cp.Remaining_TTL); err != nil {
 				return nil, err
+			}
+			continue
+		}
+		if cp.Remaining_TTL < 0 {
+			if l, ok := a.cfg.Leases.Lookup(cp.ID); ok && l.Deadline == -cp.Remaining_TTL {
+				if _, err := a.revoke(b, rw, cp.ID); err != nil {
+					return nil, err
+				}
 			}
 			continue
 		}

@@ -56,6 +56,22 @@ func runLease(ctx context.Context, o LeaseOptions, out io.Writer) error {
 	defer cli.Close()
 	prefix := fmt.Sprintf("/bench-lease/%d/", time.Now().UnixNano())
 	ids := make([]clientv3.LeaseID, o.Leases)
+	// Keep-alives start right after each grant, so no lease expires while the rest are granted.
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	var renewals atomic.Int64
+	keepAlive := func(id clientv3.LeaseID) error {
+		ch, err := cli.KeepAlive(kctx, id)
+		if err != nil {
+			return err
+		}
+		go func() {
+			for range ch {
+				renewals.Add(1)
+			}
+		}()
+		return nil
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -75,6 +91,9 @@ func runLease(ctx context.Context, o LeaseOptions, out io.Writer) error {
 					ids[i] = l.ID
 					_, err = cli.Put(rctx, fmt.Sprintf("%s%08d", prefix, i), "x", clientv3.WithLease(l.ID))
 				}
+				if err == nil && o.KeepAlive {
+					err = keepAlive(l.ID)
+				}
 				cancel()
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
@@ -91,28 +110,20 @@ func runLease(ctx context.Context, o LeaseOptions, out io.Writer) error {
 	fmt.Fprintf(out, "granted %d leases (TTL %ds) with one key each in %v\n", o.Leases, o.TTL, granted.Sub(start).Round(time.Millisecond))
 
 	if o.KeepAlive {
-		kctx, cancel := context.WithTimeout(ctx, o.Duration)
-		defer cancel()
-		var renewals atomic.Int64
-		for _, id := range ids {
-			ch, err := cli.KeepAlive(kctx, id)
-			if err != nil {
-				return err
-			}
-			go func() {
-				for range ch {
-					renewals.Add(1)
-				}
-			}()
+		timer := time.NewTimer(o.Duration)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
 		}
-		<-kctx.Done()
 		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer rcancel()
 		resp, err := cli.Get(rctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "kept alive for %v: %d keep-alive responses; keys still present: %d of %d\n", o.Duration, renewals.Load(), resp.Count, o.Leases)
+		fmt.Fprintf(out, "kept alive for %v more: %d keep-alive responses in all; keys still present: %d of %d\n", o.Duration, renewals.Load(), resp.Count, o.Leases)
 		return nil
 	}
 

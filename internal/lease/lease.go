@@ -133,6 +133,15 @@ func (s *Store) Now() int64 {
 	return s.mu.clock + time.Since(s.mu.clockAt).Milliseconds()
 }
 
+// Lead is called when this member becomes leader: its clock estimate continues from the
+// applied clock as of now, so the time no leader ticked (the election) is not counted and no
+// deadline set from the applied clock can pass early.
+func (s *Store) Lead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.clockAt = time.Now()
+}
+
 // Lookup returns a copy of lease id.
 func (s *Store) Lookup(id int64) (Lease, bool) {
 	s.mu.Lock()

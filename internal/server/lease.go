@@ -91,28 +91,69 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 }
 
 // LeaseKeepAlive renews leases as the client asks, answering each request once its renewal is
-// committed; any member may take keep-alives, as the renewal is replicated through raft.
+// committed; any member may take keep-alives, as the renewal is replicated through raft. The
+// stream keeps reading while earlier renewals are in flight, so one client can keep many
+// leases alive; answers go out in request order.
 func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
-	ctx := stream.Context()
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			return nil
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.m.ctx, cancel) // a stopping member ends its streams
+	defer stop()
+	type pending struct {
+		id    int64
+		batch *renewBatch
+	}
+	queue := make(chan pending, 4096)
+	go func() {
+		defer close(queue)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case queue <- pending{id: req.ID, batch: s.m.renewer.add(req.ID)}:
+			case <-ctx.Done():
+				return
+			}
 		}
-		if err := s.m.renewer.renew(ctx, req.ID); err != nil {
-			if ctx.Err() != nil {
+	}()
+	for {
+		var p pending
+		var ok bool
+		select {
+		case p, ok = <-queue:
+			if !ok {
 				return nil
 			}
-			return err
+		case <-ctx.Done():
+			return s.m.streamEndErr()
 		}
-		resp := &pb.LeaseKeepAliveResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()}), ID: req.ID}
-		if l, ok := s.m.leases.Lookup(req.ID); ok {
+		select {
+		case <-p.batch.done:
+		case <-ctx.Done():
+			return s.m.streamEndErr()
+		}
+		if p.batch.err != nil {
+			return p.batch.err
+		}
+		resp := &pb.LeaseKeepAliveResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()}), ID: p.id}
+		if l, ok := s.m.leases.Lookup(p.id); ok {
 			resp.TTL = l.TTL
 		}
 		if err := stream.Send(resp); err != nil {
 			return nil
 		}
 	}
+}
+
+// streamEndErr is what a stream handler returns when it ends early: Unavailable while the
+// member stops (clients retry elsewhere), nothing when the client went away.
+func (m *Member) streamEndErr() error {
+	if m.ctx.Err() != nil {
+		return rpctypes.ErrGRPCStopped
+	}
+	return nil
 }
 
 // renewer batches keep-alives from every stream into one raft proposal per round: while one
@@ -138,7 +179,8 @@ func newRenewer(m *Member) *renewer {
 	return &renewer{m: m, next: newRenewBatch(), kick: make(chan struct{}, 1)}
 }
 
-func (r *renewer) renew(ctx context.Context, id int64) error {
+// add queues a renewal of id and returns the batch that will carry it.
+func (r *renewer) add(id int64) *renewBatch {
 	r.mu.Lock()
 	b := r.next
 	b.ids[id] = struct{}{}
@@ -147,12 +189,7 @@ func (r *renewer) renew(ctx context.Context, id int64) error {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	select {
-	case <-b.done:
-		return b.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return b
 }
 
 func (r *renewer) run() {
@@ -175,8 +212,27 @@ func (r *renewer) run() {
 		for id := range b.ids {
 			cp.Checkpoints = append(cp.Checkpoints, &pb.LeaseCheckpoint{ID: id})
 		}
-		_, b.err = r.m.propose(r.m.ctx, &pb.InternalRaftRequest{LeaseCheckpoint: cp})
+		b.err = r.proposeRenewals(cp)
 		close(b.done)
+	}
+}
+
+// proposeRenewals commits a batch of keep-alives. Renewals are idempotent, so an attempt that
+// got lost with a failed leader is simply proposed again after an election timeout or two,
+// instead of leaving every waiting keep-alive to the request timeout.
+func (r *renewer) proposeRenewals(cp *pb.LeaseCheckpointRequest) error {
+	deadline := time.Now().Add(r.m.node.RequestTimeout())
+	for {
+		attempt := min(2*r.m.cfg.ElectionTimeout, time.Until(deadline))
+		ctx, cancel := context.WithTimeout(r.m.ctx, attempt)
+		_, err := r.m.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: cp})
+		cancel()
+		if err == nil || r.m.ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		if !errors.Is(err, rpctypes.ErrGRPCTimeout) && !errors.Is(err, rpctypes.ErrGRPCNoLeader) {
+			return err
+		}
 	}
 }
 
@@ -190,6 +246,7 @@ func (m *Member) runLeaseClock() {
 	defer ticker.Stop()
 	sem := make(chan struct{}, 64)
 	var inflight sync.Map
+	leading := false
 	for {
 		select {
 		case <-ticker.C:
@@ -197,7 +254,12 @@ func (m *Member) runLeaseClock() {
 			return
 		}
 		if m.node.Leader() != m.id {
+			leading = false
 			continue
+		}
+		if !leading {
+			leading = true
+			m.leases.Lead()
 		}
 		now := m.leases.Now()
 		ctx, cancel := context.WithTimeout(m.ctx, m.node.RequestTimeout())
@@ -209,6 +271,10 @@ func (m *Member) runLeaseClock() {
 		}
 		budget := int(leaseRevokeRate * lease.TickInterval / time.Second)
 		for _, id := range m.leases.Expired(m.leases.Now(), budget) {
+			l, ok := m.leases.Lookup(id)
+			if !ok {
+				continue
+			}
 			if _, busy := inflight.LoadOrStore(id, true); busy {
 				continue
 			}
@@ -226,7 +292,10 @@ func (m *Member) runLeaseClock() {
 				}
 				ctx, cancel := context.WithTimeout(m.ctx, m.node.RequestTimeout())
 				defer cancel()
-				_, err := m.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+				// Expire, not revoke: applied only if no keep-alive renewed the lease since
+				// this member saw it expire.
+				_, err := m.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
+					Checkpoints: []*pb.LeaseCheckpoint{{ID: l.ID, Remaining_TTL: -l.Deadline}}}})
 				if err != nil && !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) && m.ctx.Err() == nil {
 					m.lg.Warn("failed to revoke expired lease", zap.Int64("lease-id", id), zap.Error(err))
 				}
