@@ -66,6 +66,11 @@ func (r Result) String() string {
 	return b.String()
 }
 
+// newClient connects etcd's client to endpoints, quietly.
+func newClient(endpoints []string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
 // Run performs the load described by o.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Clients < 1 || o.Conns < 1 || o.Total < 1 {
@@ -73,7 +78,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	clients := make([]*clientv3.Client, o.Conns)
 	for i := range clients {
-		c, err := clientv3.New(clientv3.Config{Endpoints: o.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		c, err := newClient(o.Endpoints)
 		if err != nil {
 			return Result{}, fmt.Errorf("connect: %w", err)
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // LeaseOptions describe a lease run: Leases leases with TTL seconds, each with one attached
@@ -49,7 +48,7 @@ func mainLease(args []string, stdout, stderr io.Writer) int {
 }
 
 func runLease(ctx context.Context, o LeaseOptions, out io.Writer) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: o.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := newClient(o.Endpoints)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // WatchOptions describe a watch fan-out run: Watchers watchers on one prefix, spread over
@@ -43,7 +42,7 @@ func RunWatch(ctx context.Context, o WatchOptions) (WatchResult, error) {
 		return WatchResult{}, fmt.Errorf("watchers, streams and rate must be positive")
 	}
 	prefix := fmt.Sprintf("/bench-watch/%d/", time.Now().UnixNano())
-	writer, err := clientv3.New(clientv3.Config{Endpoints: o.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	writer, err := newClient(o.Endpoints)
 	if err != nil {
 		return WatchResult{}, err
 	}
@@ -52,7 +51,7 @@ func RunWatch(ctx context.Context, o WatchOptions) (WatchResult, error) {
 	// context metadata) on one gRPC stream.
 	clients := make([]*clientv3.Client, o.Streams)
 	for i := range clients {
-		c, err := clientv3.New(clientv3.Config{Endpoints: o.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		c, err := newClient(o.Endpoints)
 		if err != nil {
 			return WatchResult{}, err
 		}

@@ -181,22 +181,19 @@ func (s *Store) IDs() []int64 {
 	return ids
 }
 
-// Expired returns up to limit leases whose deadline has passed by clock now, earliest first.
-func (s *Store) Expired(now int64, limit int) []int64 {
+// Expired returns up to limit leases whose deadline has passed by clock now, earliest first,
+// as copies taken together: each carries the deadline the decision was made on.
+func (s *Store) Expired(now int64, limit int) []Lease {
 	s.mu.Lock()
-	var out []*Lease
+	var out []Lease
 	for _, l := range s.mu.leases {
 		if l.Deadline <= now {
-			out = append(out, l)
+			out = append(out, *l)
 		}
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Deadline < out[j].Deadline })
-	ids := make([]int64, 0, min(len(out), limit))
-	for _, l := range out[:min(len(out), limit)] {
-		ids = append(ids, l.ID)
-	}
-	return ids
+	return out[:min(len(out), limit)]
 }
 
 func (s *Store) deadlineLocked(ttl int64) int64 {

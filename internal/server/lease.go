@@ -270,11 +270,8 @@ func (m *Member) runLeaseClock() {
 			continue
 		}
 		budget := int(leaseRevokeRate * lease.TickInterval / time.Second)
-		for _, id := range m.leases.Expired(m.leases.Now(), budget) {
-			l, ok := m.leases.Lookup(id)
-			if !ok {
-				continue
-			}
+		for _, l := range m.leases.Expired(m.leases.Now(), budget) {
+			id := l.ID
 			if _, busy := inflight.LoadOrStore(id, true); busy {
 				continue
 			}

@@ -27,10 +27,15 @@ func TestLeaseLoad(t *testing.T) {
 			// Keep-alives sent around the moment leases expire: a keep-alive that is answered with
 			// a positive TTL renewed the lease, so the lease may not be revoked (its keys deleted)
 			// less than TTL after that answer. Many leases expire at once so that the leader's
-			// revokes queue and keep-alives land between its expiry check and its revoke.
+			// expiry proposals queue (it keeps a bounded number in flight) and keep-alives land
+			// between its expiry check and the proposal of each expiry.
 			k := keyer(t)
 			waitLeaseClock(t, cli)
-			const n, ttl = 200, 1
+			n := 600
+			if raceEnabled {
+				n = 200
+			}
+			const ttl = 1
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 			type leaseRun struct {
 				id      clientv3.LeaseID
@@ -148,7 +153,10 @@ func TestLeaseLoad(t *testing.T) {
 			k := keyer(t)
 			mcli := c.Members[len(c.Members)-1].Client()
 			waitLeaseClock(t, mcli)
-			const n = 1000
+			n := 1000
+			if raceEnabled {
+				n = 300
+			}
 			ids := make([]clientv3.LeaseID, n)
 			var wg sync.WaitGroup
 			for i := range ids {
@@ -221,7 +229,7 @@ func TestLeaseLoad(t *testing.T) {
 			defer tick.Stop()
 			for time.Since(start) < 3*time.Second {
 				g := mustGet(t, cli, k(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
-				if g.Count != n {
+				if g.Count != int64(n) {
 					t.Fatalf("%d 1s leases kept alive by one client: only %d of their keys left %v after all were attached (%s)", n, g.Count, time.Since(start).Round(time.Millisecond), gapInfo())
 				}
 				<-tick.C
