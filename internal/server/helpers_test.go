@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,10 +10,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/ordo-db/ordo/internal/testcluster"
 )
@@ -139,25 +135,11 @@ func checkHeader(t testing.TB, h *pb.ResponseHeader) {
 	}
 }
 
-// isErr reports whether err is the etcd error want (clientv3 turns server errors into
-// rpctypes.EtcdError values; both sides are compared by their description and code).
-func isErr(err, want error) bool {
-	if err == nil || want == nil {
-		return err == want
-	}
-	if errors.Is(err, want) {
-		return true
-	}
-	return rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(want) && errCode(err) == errCode(want)
-}
-
-func errCode(err error) codes.Code {
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return ee.Code()
-	}
-	return status.Code(err)
-}
+// isErr and errCode compare client errors with etcd's errors (see testcluster.IsErr).
+var (
+	isErr   = testcluster.IsErr
+	errCode = testcluster.ErrCode
+)
 
 // wantErr fails the test unless err is the etcd error want.
 func wantErr(t testing.TB, what string, err, want error) {

@@ -16,11 +16,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/ordo-db/ordo/internal/testcluster"
 )
@@ -156,25 +153,11 @@ func mustGet(t testing.TB, kv clientv3.KV, key string, opts ...clientv3.OpOption
 	return resp
 }
 
-// isErr reports whether err is the etcd error want (clientv3 turns server errors into
-// rpctypes.EtcdError values; both sides are compared by description and code as well).
-func isErr(err, want error) bool {
-	if err == nil || want == nil {
-		return err == want
-	}
-	if errors.Is(err, want) {
-		return true
-	}
-	return rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(want) && errCode(err) == errCode(want)
-}
-
-func errCode(err error) codes.Code {
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return ee.Code()
-	}
-	return status.Code(err)
-}
+// isErr and errCode compare client errors with etcd's errors (see testcluster.IsErr).
+var (
+	isErr   = testcluster.IsErr
+	errCode = testcluster.ErrCode
+)
 
 // sameKVs fails unless a and b hold the same keys with the same values and revisions.
 func sameKVs(t testing.TB, what string, a, b []*mvccpb.KeyValue) {
