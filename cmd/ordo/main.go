@@ -28,7 +28,7 @@ const (
 )
 
 // reserved are subcommand names kept for tools Ordo will ship later.
-var reserved = map[string]bool{"snapshot": true, "migrate": true, "check": true}
+var reserved = map[string]bool{"snapshot": true, "migrate": true}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "ctl" {
@@ -37,6 +37,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "bench" {
 		os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(checkMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args, os.Environ(), os.Stdout, os.Stderr))
 }
