@@ -155,3 +155,39 @@ func TestRunHealthyCluster(t *testing.T) {
 		t.Fatalf("run too small: %d ops, %d events, %d watchers", rep.Ops, rep.LogEvents, rep.Watchers)
 	}
 }
+
+// Unknown outcomes are settled from the change log and bounded in time.
+func TestResolveUnknown(t *testing.T) {
+	p := "/p/"
+	history := []porcupine.Operation{
+		op(0, 0, 0, input{Kind: opPut, Key: p + "k1", Value: "c0-1"}, output{Unknown: true}),
+		op(1, 0, 0, input{Kind: opPut, Key: p + "k1", Value: "c1-1"}, output{Unknown: true}),
+		op(2, 0, 0, input{Kind: opDelete, Key: p + "k1", Value: "c2-1"}, output{Unknown: true}),
+		op(3, 5, 9, input{Kind: opGet, Key: p + "k1"}, output{Revision: 12}),
+		op(3, 10, 11, input{Kind: opGrant, Lease: 7}, output{Unknown: true}),
+		op(3, 12, 13, input{Kind: opGrant, Lease: 8}, output{Unknown: true}),
+		op(4, 14, 15, input{Kind: opPut, Key: p + "k2", Value: "c4-1", Lease: 8}, output{Revision: 13}),
+	}
+	log := []event{
+		{Rev: 11, Key: p + "k1", Value: "c0-1", Create: 11, Version: 1},
+		{Rev: 12, Key: p + "k1", Delete: true},
+		{Rev: 12, Key: p + "m/c2-1", Create: 12, Version: 1},
+		{Rev: 13, Key: p + "k2", Value: "c4-1", Create: 13, Version: 1, Lease: 8},
+	}
+	got := resolveUnknown(p, history, log)
+	if len(got) != 5 {
+		t.Fatalf("got %d operations, want 5 (unseen put and unused grant dropped): %+v", len(got), got)
+	}
+	if o := got[0].Output.(output); o.Unknown || o.Revision != 11 || got[0].Return != 9 {
+		t.Fatalf("put settled as %+v returning %d, want revision 11 returning by 9", o, got[0].Return)
+	}
+	if o := got[1].Output.(output); o.Unknown || o.Revision != 12 || o.Deleted != 1 {
+		t.Fatalf("delete settled as %+v", o)
+	}
+	if in := got[3].Input.(input); in.Kind != opGrant || in.Lease != 8 || got[3].Return != 15 {
+		t.Fatalf("grant of the used lease: %+v returning %d", in, got[3].Return)
+	}
+	if res := porcupine.CheckOperations(newModel(10), got); !res {
+		t.Fatal("settled history is not linearizable")
+	}
+}

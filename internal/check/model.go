@@ -144,25 +144,15 @@ func step(s *state, in input, out output) (bool, *state) {
 		}
 		return stepRead(s, []string{in.Key}, out)
 	case opDelete:
+		// A delete always writes its marker key, so it always takes a revision.
 		_, exists := s.keys[in.Key]
 		if out.Unknown {
-			if !exists {
-				return true, s
-			}
 			n := s.clone()
 			delete(n.keys, in.Key)
 			n.rev++
 			return true, n
 		}
-		if !exists {
-			if out.Deleted != 0 || out.Revision < s.rev {
-				return false, s
-			}
-			n := s.clone()
-			n.rev = out.Revision
-			return true, n
-		}
-		if out.Deleted != 1 || out.Revision <= s.rev {
+		if out.Revision <= s.rev || (out.Deleted == 1) != exists || out.Deleted > 1 {
 			return false, s
 		}
 		n := s.clone()

@@ -30,6 +30,7 @@ type Report struct {
 	LogEvents     int // events in the change log of the run's prefix
 	Watchers      int
 	WatchEvents   int // events received by all watchers
+	PastReads     int // reads at past revisions checked against the change log
 	HistoryOps    int // operations in the checked history (unknown writes resolved or dropped)
 	Linearizable  string
 	CheckTime     time.Duration
@@ -86,7 +87,7 @@ func (r *Report) String() string {
 		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "change log: %d events; watchers: %d, %d events received\n", r.LogEvents, r.Watchers, r.WatchEvents)
+	fmt.Fprintf(&b, "change log: %d events; watchers: %d, %d events received; reads at past revisions: %d\n", r.LogEvents, r.Watchers, r.WatchEvents, r.PastReads)
 	fmt.Fprintf(&b, "linearizability: %s (%d operations checked in %v)\n", r.Linearizable, r.HistoryOps, r.CheckTime.Round(time.Millisecond))
 	fmt.Fprintf(&b, "lost writes: %d\n", r.LostWrites())
 	fmt.Fprintf(&b, "violations: %d\n", r.ViolationCount())
@@ -127,10 +128,14 @@ func (r *Report) countOps(history []porcupine.Operation) {
 // every acknowledged write is there at the revision it was acknowledged with.
 func (r *Report) checkLog(log []event, history []porcupine.Operation, startRev, endRev int64, exclusive bool) {
 	issued := map[string]bool{}
+	deletes := map[string]bool{}
 	for _, op := range history {
 		in := op.Input.(input)
-		if in.Kind == opPut || in.Kind == opCAS {
+		switch in.Kind {
+		case opPut, opCAS:
 			issued[in.Value] = true
+		case opDelete:
+			deletes[in.Value] = true
 		}
 	}
 	type keyHist struct {
@@ -164,13 +169,19 @@ func (r *Report) checkLog(log []event, history []porcupine.Operation, startRev, 
 			delete(keys, e.Key)
 			continue
 		}
-		if !issued[e.Value] {
-			r.addViolation("log", "value %q of key %s at revision %d was never written by a client", e.Value, e.Key, e.Rev)
+		if id, ok := isMarker(r.Prefix, e.Key); ok {
+			if !deletes[id] {
+				r.addViolation("log", "marker %s at revision %d names no delete a client issued", e.Key, e.Rev)
+			}
+		} else {
+			if !issued[e.Value] {
+				r.addViolation("log", "value %q of key %s at revision %d was never written by a client", e.Value, e.Key, e.Rev)
+			}
+			if at, dup := seenValue[e.Value]; dup {
+				r.addViolation("log", "value %q applied twice, at revisions %d and %d", e.Value, at, e.Rev)
+			}
+			seenValue[e.Value] = e.Rev
 		}
-		if at, dup := seenValue[e.Value]; dup {
-			r.addViolation("log", "value %q applied twice, at revisions %d and %d", e.Value, at, e.Rev)
-		}
-		seenValue[e.Value] = e.Rev
 		wantCreate := h.create
 		if h.version == 0 {
 			wantCreate = e.Rev
@@ -194,6 +205,8 @@ func (r *Report) checkLog(log []event, history []porcupine.Operation, startRev, 
 				delAt[e.Rev] = map[string]bool{}
 			}
 			delAt[e.Rev][e.Key] = true
+		} else if id, ok := isMarker(r.Prefix, e.Key); ok {
+			putAt["marker:"+id] = e.Rev
 		} else {
 			putAt[e.Value] = e.Rev
 		}
@@ -210,9 +223,11 @@ func (r *Report) checkLog(log []event, history []porcupine.Operation, startRev, 
 			} else if rev != out.Revision {
 				r.addViolation("lost write", "%s of %s=%s acknowledged at revision %d is in the change log at revision %d", in.Kind, in.Key, in.Value, out.Revision, rev)
 			}
-		case in.Kind == opDelete && out.Deleted > 0:
-			if !delAt[out.Revision][in.Key] {
-				r.addViolation("lost write", "delete of %s acknowledged at revision %d is not in the change log", in.Key, out.Revision)
+		case in.Kind == opDelete:
+			if rev, ok := putAt["marker:"+in.Value]; !ok || rev != out.Revision {
+				r.addViolation("lost write", "delete %s of %s acknowledged at revision %d: its marker is not in the change log at that revision", in.Value, in.Key, out.Revision)
+			} else if (out.Deleted > 0) != delAt[out.Revision][in.Key] {
+				r.addViolation("lost write", "delete %s of %s acknowledged at revision %d with deleted=%d disagrees with the change log", in.Value, in.Key, out.Revision, out.Deleted)
 			}
 		}
 	}
@@ -275,36 +290,54 @@ func (r *Report) checkWatchers(results []watcherResult, log []event, endRev int6
 	}
 }
 
+// checkPastReads compares reads at past revisions with the state the change log gives at
+// those revisions.
+func (r *Report) checkPastReads(reads []pastRead, log []event) {
+	sort.Slice(reads, func(i, j int) bool { return reads[i].Rev < reads[j].Rev })
+	state := map[string]event{}
+	next := 0
+	for _, pr := range reads {
+		r.PastReads++
+		if pr.Err != "" {
+			r.addViolation("past read", "%s", pr.Err)
+			continue
+		}
+		for next < len(log) && log[next].Rev <= pr.Rev {
+			e := log[next]
+			next++
+			if _, marker := isMarker(r.Prefix, e.Key); marker {
+				continue
+			}
+			if e.Delete {
+				delete(state, e.Key)
+			} else {
+				state[e.Key] = e
+			}
+		}
+		want := sortedKeys(state)
+		ok := len(want) == len(pr.KVs)
+		for i := 0; ok && i < len(want); i++ {
+			e, kv := state[want[i]], pr.KVs[i]
+			ok = kv.Key == e.Key && kv.Value == e.Value && kv.ModRevision == e.Rev && kv.CreateRevision == e.Create &&
+				kv.Version == e.Version && kv.Lease == e.Lease
+		}
+		if !ok {
+			var got []string
+			for _, kv := range pr.KVs {
+				got = append(got, fmt.Sprintf("%s=%s@%d", kv.Key, kv.Value, kv.ModRevision))
+			}
+			var exp []string
+			for _, k := range want {
+				exp = append(exp, fmt.Sprintf("%s=%s@%d", k, state[k].Value, state[k].Rev))
+			}
+			r.addViolation("past read", "read at revision %d returned %v, the change log gives %v", pr.Rev, got, exp)
+		}
+	}
+}
+
 func describeEvent(e event) string {
 	if e.Delete {
 		return fmt.Sprintf("DELETE %s @%d", e.Key, e.Rev)
 	}
 	return fmt.Sprintf("PUT %s=%s @%d (v%d c%d l%x)", e.Key, e.Value, e.Rev, e.Version, e.Create, e.Lease)
-}
-
-// resolveUnknown uses the change log to settle writes whose outcome the client never
-// learnt: values are unique, so a put whose value is in the log took effect at that
-// revision, and one whose value is not never took effect (or took effect after the last
-// recorded operation, which no recorded read can tell apart). Deletes, grants and
-// revocations stay unknown. This keeps the linearizability search small.
-func resolveUnknown(history []porcupine.Operation, log []event) []porcupine.Operation {
-	putAt := map[string]int64{}
-	for _, e := range log {
-		if !e.Delete {
-			putAt[e.Value] = e.Rev
-		}
-	}
-	out := history[:0:0]
-	for _, op := range history {
-		in, o := op.Input.(input), op.Output.(output)
-		if o.Unknown && (in.Kind == opPut || in.Kind == opCAS) {
-			rev, ok := putAt[in.Value]
-			if !ok {
-				continue
-			}
-			op.Output = output{Revision: rev, Succeeded: true}
-		}
-		out = append(out, op)
-	}
-	return out
 }

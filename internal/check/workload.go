@@ -91,9 +91,18 @@ func (c *Config) defaults() {
 
 // recorder collects the history; its clock is the run's monotonic clock.
 type recorder struct {
-	start time.Time
-	mu    sync.Mutex
-	ops   []porcupine.Operation
+	start  time.Time
+	mu     sync.Mutex
+	ops    []porcupine.Operation
+	past   []pastRead
+	maxRev int64 // the highest revision any response carried
+}
+
+// pastRead is a read at a past revision; it is checked against the change log.
+type pastRead struct {
+	Rev int64
+	KVs []kvOut
+	Err string // set when the read failed in a way that is itself a violation
 }
 
 func (r *recorder) now() int64 { return int64(time.Since(r.start)) }
@@ -105,7 +114,17 @@ func (r *recorder) add(client int, in input, call int64, out output) {
 	}
 	r.mu.Lock()
 	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
+	if !out.Unknown && out.Revision > r.maxRev {
+		r.maxRev = out.Revision
+	}
 	r.mu.Unlock()
+}
+
+// seenRev is the highest revision a response carried so far.
+func (r *recorder) seenRev() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxRev
 }
 
 // leases is the set of lease ids granted during the run (whatever the outcome).
@@ -166,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Prefix = prefix
 	keys := make([]string, cfg.Keys)
 	for i := range keys {
-		keys[i] = fmt.Sprintf("%sk%02d", prefix, i)
+		keys[i] = fmt.Sprintf("%sk%03d", prefix, i)
 	}
 
 	// The starting revision: every event of the run lies above it.
@@ -219,7 +238,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for c := 0; c < cfg.Clients; c++ {
 		wrng := rand.New(rand.NewSource(cfg.Seed + int64(c) + 1))
 		w := &worker{id: c, cli: clients[c%len(clients)], rng: wrng, keys: keys, rec: rec, leases: &ls,
-			timeout: cfg.OpTimeout, leaseBase: wrng.Int63n(1<<40) << 16}
+			timeout: cfg.OpTimeout, leaseBase: wrng.Int63n(1<<40) << 16, startRev: startRev}
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -263,7 +282,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.LogEvents = len(log)
 	rep.checkLog(log, history, startRev, endRev, cfg.Exclusive)
 	rep.checkWatchers(ws.snapshot(), log, endRev)
-	history = resolveUnknown(history, log)
+	rec.mu.Lock()
+	rep.checkPastReads(rec.past, log)
+	rec.mu.Unlock()
+	history = resolveUnknown(prefix, history, log)
 
 	checkStart := time.Now()
 	model := newModel(startRev)
@@ -324,6 +346,7 @@ type worker struct {
 	timeout   time.Duration
 	seq       int
 	leaseBase int64
+	startRev  int64
 	lastSeen  map[string]string // last value this worker read for a key (for cas)
 }
 
@@ -341,8 +364,10 @@ func (w *worker) one(ctx context.Context) {
 		w.put(ctx, key, 0)
 	case p < 37:
 		w.put(ctx, key, w.leases.pick(w.rng))
-	case p < 57:
+	case p < 52:
 		w.get(ctx, key)
+	case p < 57:
+		w.getPast(ctx)
 	case p < 62:
 		w.list(ctx)
 	case p < 77:
@@ -413,6 +438,33 @@ func (w *worker) get(ctx context.Context, key string) {
 	w.rec.add(w.id, in, call, output{Revision: resp.Header.Revision, KVs: kvsOut(resp.Kvs)})
 }
 
+// getPast reads every key at a revision some response already carried: the read must
+// succeed (the revision is neither compacted, in an exclusive run, nor in the future of a
+// linearizable read) and match the change log at that revision.
+func (w *worker) getPast(ctx context.Context) {
+	top := w.rec.seenRev()
+	if top <= w.startRev {
+		return
+	}
+	rev := w.startRev + 1 + w.rng.Int63n(top-w.startRev)
+	start, end := w.keyRange()
+	octx, cancel := w.opCtx(ctx)
+	resp, err := w.cli.Get(octx, start, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	cancel()
+	pr := pastRead{Rev: rev}
+	switch {
+	case err == nil:
+		pr.KVs = kvsOut(resp.Kvs)
+	case errors.Is(rpctypes.Error(err), rpctypes.ErrFutureRev):
+		pr.Err = fmt.Sprintf("revision %d, already acknowledged to a client, is a future revision for a linearizable read", rev)
+	default:
+		return // compacted (a cluster with auto-compaction), or unavailable
+	}
+	w.rec.mu.Lock()
+	w.rec.past = append(w.rec.past, pr)
+	w.rec.mu.Unlock()
+}
+
 func (w *worker) remember(key string, kvs []*mvccpb.KeyValue) {
 	if w.lastSeen == nil {
 		w.lastSeen = map[string]string{}
@@ -426,10 +478,10 @@ func (w *worker) remember(key string, kvs []*mvccpb.KeyValue) {
 
 func (w *worker) list(ctx context.Context) {
 	in := input{Kind: opList, ClientID: w.id}
-	prefix := w.keys[0][:strings.LastIndexByte(w.keys[0], '/')+1]
+	start, end := w.keyRange()
 	call := w.rec.now()
 	octx, cancel := w.opCtx(ctx)
-	resp, err := w.cli.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	resp, err := w.cli.Get(octx, start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	cancel()
 	if err != nil {
 		return
@@ -440,11 +492,11 @@ func (w *worker) list(ctx context.Context) {
 // finalList reads the whole prefix once the workload is over, retrying until it succeeds,
 // and records it; it returns the revision it read at.
 func (w *worker) finalList(ctx context.Context) (int64, error) {
-	prefix := w.keys[0][:strings.LastIndexByte(w.keys[0], '/')+1]
+	start, end := w.keyRange()
 	for {
 		call := w.rec.now()
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := w.cli.Get(rctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		resp, err := w.cli.Get(rctx, start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 		cancel()
 		if err == nil {
 			w.rec.add(w.id, input{Kind: opList, ClientID: w.id}, call, output{Revision: resp.Header.Revision, KVs: kvsOut(resp.Kvs)})
@@ -488,17 +540,44 @@ func (w *worker) cas(ctx context.Context, key string) {
 	w.rec.add(w.id, in, call, out)
 }
 
+// del deletes key in a transaction that also writes a marker key named after the operation,
+// so the change log tells which delete took effect at which revision, even for a delete whose
+// outcome the client never learnt.
 func (w *worker) del(ctx context.Context, key string) {
-	in := input{Kind: opDelete, Key: key, ClientID: w.id}
+	id := w.value()
+	in := input{Kind: opDelete, Key: key, Value: id, ClientID: w.id}
 	call := w.rec.now()
 	octx, cancel := w.opCtx(ctx)
-	resp, err := w.cli.Delete(octx, key)
+	resp, err := w.cli.Txn(octx).Then(clientv3.OpDelete(key), clientv3.OpPut(markerKey(key, id), "")).Commit()
 	cancel()
 	if err != nil {
 		w.rec.add(w.id, in, call, output{Unknown: true})
 		return
 	}
-	w.rec.add(w.id, in, call, output{Revision: resp.Header.Revision, Deleted: resp.Deleted})
+	out := output{Revision: resp.Header.Revision}
+	if len(resp.Responses) > 0 {
+		if d := resp.Responses[0].GetResponseDeleteRange(); d != nil {
+			out.Deleted = d.Deleted
+		}
+	}
+	w.rec.add(w.id, in, call, out)
+}
+
+// markerKey is the key a delete of key writes alongside: under the run's prefix, outside
+// the range of the keys the workload reads.
+func markerKey(key, id string) string {
+	return key[:strings.LastIndexByte(key, '/')+1] + "m/" + id
+}
+
+// isMarker reports whether key is a delete marker, and the operation it names.
+func isMarker(prefix, key string) (string, bool) {
+	return strings.CutPrefix(key, prefix+"m/")
+}
+
+// keyRange is the range [start, end) holding the workload's keys (not the markers).
+func (w *worker) keyRange() (string, string) {
+	prefix := w.keys[0][:strings.LastIndexByte(w.keys[0], '/')+1]
+	return prefix + "k", prefix + "l"
 }
 
 func (w *worker) grant(ctx context.Context) {
