@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +32,10 @@ type Options struct {
 	Process bool
 	// Quiet drops member logs instead of sending them to t.Log.
 	Quiet bool
+	// PeerProxy routes all inbound peer traffic of each member through a Proxy of its own,
+	// so the test can partition, delay and drop peer links (Cluster.Partition, Delay, ...).
+	// Each member listens for peers on its own port and advertises the proxy's port.
+	PeerProxy bool
 }
 
 // Cluster is a set of members started together.
@@ -39,6 +45,7 @@ type Cluster struct {
 	Members []*Member
 	mu      sync.Mutex
 	clients []*clientv3.Client
+	ids     []uint64 // member ids by index, once learned; guarded by mu
 }
 
 // Member is one member of a test cluster.
@@ -47,8 +54,14 @@ type Member struct {
 	Name      string
 	DataDir   string
 	ClientURL string
-	PeerURL   string
-	args      []string
+	// PeerURL is the peer URL the member advertises: the URL of its proxy with
+	// Options.PeerProxy, else the URL it listens on.
+	PeerURL string
+	// ListenPeerURL is the URL the member listens on for peers.
+	ListenPeerURL string
+	args          []string
+
+	proxy *Proxy // with Options.PeerProxy; outlives restarts of the member
 
 	srv  *server.Member // in-process
 	proc *process       // process mode
@@ -80,16 +93,28 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	c := &Cluster{t: t, opts: opts}
 	ports := FreePorts(t, 2*n)
 	var initial []string
+	// Close is registered before anything is started, so a failed start still tears down
+	// what was started.
+	t.Cleanup(c.Close)
 	for i := 0; i < n; i++ {
 		m := &Member{
-			c:         c,
-			Name:      fmt.Sprintf("m%d", i),
-			DataDir:   filepath.Join(t.TempDir(), "data.ordo"),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+			c:             c,
+			Name:          fmt.Sprintf("m%d", i),
+			DataDir:       filepath.Join(t.TempDir(), "data.ordo"),
+			ClientURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ListenPeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+		}
+		m.PeerURL = m.ListenPeerURL
+		c.Members = append(c.Members, m)
+		if opts.PeerProxy {
+			p, err := NewProxy("127.0.0.1:0", strings.TrimPrefix(m.ListenPeerURL, "http://"))
+			if err != nil {
+				t.Fatalf("start peer proxy: %v", err)
+			}
+			m.proxy = p
+			m.PeerURL = "http://" + p.Addr()
 		}
 		initial = append(initial, m.Name+"="+m.PeerURL)
-		c.Members = append(c.Members, m)
 	}
 	for _, m := range c.Members {
 		m.args = append([]string{
@@ -97,7 +122,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 			"--data-dir", m.DataDir,
 			"--listen-client-urls", m.ClientURL,
 			"--advertise-client-urls", m.ClientURL,
-			"--listen-peer-urls", m.PeerURL,
+			"--listen-peer-urls", m.ListenPeerURL,
 			"--initial-advertise-peer-urls", m.PeerURL,
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new",
@@ -105,7 +130,6 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 			"--election-timeout", "500",
 		}, opts.Args...)
 	}
-	t.Cleanup(c.Close)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i, m := range c.Members {
@@ -124,6 +148,11 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	for _, m := range c.Members {
 		if err := m.WaitReady(30 * time.Second); err != nil {
 			t.Fatalf("cluster not ready: %v", err)
+		}
+	}
+	if opts.PeerProxy {
+		if err := c.learnIDs(); err != nil {
+			t.Fatalf("cluster member ids: %v", err)
 		}
 	}
 	return c
@@ -159,6 +188,9 @@ func (m *Member) start() error {
 
 // WaitReady waits until the member logged that it serves clients.
 func (m *Member) WaitReady(timeout time.Duration) error {
+	if m.proc == nil && m.srv == nil {
+		return fmt.Errorf("member %s is not running", m.Name)
+	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	if m.proc != nil {
@@ -310,6 +342,12 @@ func (c *Cluster) Close() {
 	for _, cli := range clients {
 		_ = cli.Close()
 	}
+	// Faults left in place (a failed test) would slow down the members' graceful stop.
+	for _, m := range c.Members {
+		if m.proxy != nil {
+			m.proxy.HealAll()
+		}
+	}
 	var wg sync.WaitGroup
 	for _, m := range c.Members {
 		wg.Add(1)
@@ -319,4 +357,171 @@ func (c *Cluster) Close() {
 		}()
 	}
 	wg.Wait()
+	// Proxies last: members stop without faults getting in the way of their goodbyes.
+	for _, m := range c.Members {
+		if m.proxy != nil {
+			if err := m.proxy.Close(); err != nil {
+				c.t.Errorf("%v", err)
+			}
+		}
+	}
+}
+
+// learnIDs records the member id of every member, matched by advertised peer URL.
+func (c *Cluster) learnIDs() error {
+	cli := c.Client()
+	defer c.closeClient(cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("member list: %w", err)
+	}
+	ids := make([]uint64, len(c.Members))
+	for i, m := range c.Members {
+		for _, mm := range resp.Members {
+			if slices.Contains(mm.PeerURLs, m.PeerURL) || (mm.Name != "" && mm.Name == m.Name) {
+				ids[i] = mm.ID
+			}
+		}
+		if ids[i] == 0 {
+			return fmt.Errorf("member %s (%s) is not in the member list", m.Name, m.PeerURL)
+		}
+	}
+	c.mu.Lock()
+	c.ids = ids
+	c.mu.Unlock()
+	return nil
+}
+
+// MemberID returns the raft member id of member i.
+func (c *Cluster) MemberID(i int) uint64 {
+	c.t.Helper()
+	c.mu.Lock()
+	ids := c.ids
+	c.mu.Unlock()
+	if ids == nil {
+		if err := c.learnIDs(); err != nil {
+			c.t.Fatalf("member ids: %v", err)
+		}
+		c.mu.Lock()
+		ids = c.ids
+		c.mu.Unlock()
+	}
+	return ids[i]
+}
+
+// faults applies f to every member's proxy with the ids of members from and to. Each proxy
+// only sees the connections addressed to its member, so applying a rule everywhere is
+// exact: the cut of from→to acts in to's proxy, a delay of from→to in both.
+func (c *Cluster) faults(from, to int, f func(p *Proxy, from, to uint64)) {
+	c.t.Helper()
+	if !c.opts.PeerProxy {
+		c.t.Fatalf("peer faults need Options.PeerProxy")
+	}
+	idFrom, idTo := c.MemberID(from), c.MemberID(to)
+	for _, m := range c.Members {
+		f(m.proxy, idFrom, idTo)
+	}
+}
+
+// PartitionOneWay cuts the raft traffic member from sends to member to; to still reaches
+// from. See Proxy.Partition.
+func (c *Cluster) PartitionOneWay(from, to int) {
+	c.t.Helper()
+	c.faults(from, to, (*Proxy).Partition)
+}
+
+// Partition cuts the traffic between members a and b in both directions.
+func (c *Cluster) Partition(a, b int) {
+	c.t.Helper()
+	c.PartitionOneWay(a, b)
+	c.PartitionOneWay(b, a)
+}
+
+// Isolate cuts member i off from every other member, both ways.
+func (c *Cluster) Isolate(i int) {
+	c.t.Helper()
+	for j := range c.Members {
+		if j != i {
+			c.Partition(i, j)
+		}
+	}
+}
+
+// Heal removes every partition, delay and drop rate.
+func (c *Cluster) Heal() {
+	c.t.Helper()
+	if !c.opts.PeerProxy {
+		c.t.Fatalf("peer faults need Options.PeerProxy")
+	}
+	for _, m := range c.Members {
+		m.proxy.HealAll()
+	}
+}
+
+// Delay delays the traffic from member from to member to by d ± jitter. See Proxy.Delay.
+func (c *Cluster) Delay(from, to int, d, jitter time.Duration) {
+	c.t.Helper()
+	c.faults(from, to, func(p *Proxy, from, to uint64) { p.Delay(from, to, d, jitter) })
+}
+
+// DelayAll delays the traffic on every link, both ways, by d ± jitter.
+func (c *Cluster) DelayAll(d, jitter time.Duration) {
+	c.t.Helper()
+	for i := range c.Members {
+		for j := range c.Members {
+			if i != j {
+				c.Delay(i, j, d, jitter)
+			}
+		}
+	}
+}
+
+// DropRate makes the link from member from to member to lossy. See Proxy.DropRate.
+func (c *Cluster) DropRate(from, to int, p float64) {
+	c.t.Helper()
+	c.faults(from, to, func(px *Proxy, from, to uint64) { px.DropRate(from, to, p) })
+}
+
+// ProxyStats sums the traffic counters of every member's proxy, per pair of member ids
+// (nil without Options.PeerProxy).
+func (c *Cluster) ProxyStats() map[Pair]PairStats {
+	if !c.opts.PeerProxy {
+		return nil
+	}
+	out := map[Pair]PairStats{}
+	for _, m := range c.Members {
+		for k, v := range m.proxy.Stats() {
+			s := out[k]
+			s.Bytes += v.Bytes
+			s.Conns += v.Conns
+			s.Cut += v.Cut
+			out[k] = s
+		}
+	}
+	return out
+}
+
+// Pause stops the member's process with SIGSTOP (process mode only): it keeps its sockets
+// but does nothing until Resume. Stop, Kill and Close work on a paused member.
+func (m *Member) Pause() {
+	m.c.t.Helper()
+	if m.proc == nil {
+		m.c.t.Fatalf("Pause of member %s: not a running process member", m.Name)
+	}
+	if err := m.proc.signal(syscall.SIGSTOP); err != nil {
+		m.c.t.Fatalf("Pause of member %s: %v", m.Name, err)
+	}
+}
+
+// Resume continues a paused member's process with SIGCONT.
+func (m *Member) Resume() {
+	m.c.t.Helper()
+	if m.proc == nil {
+		m.c.t.Fatalf("Resume of member %s: not a running process member", m.Name)
+	}
+	if err := m.proc.signal(syscall.SIGCONT); err != nil {
+		m.c.t.Fatalf("Resume of member %s: %v", m.Name, err)
+	}
 }

@@ -23,6 +23,16 @@ var (
 // Binary builds the ordo binary once per test process and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
+	path, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// binary builds the ordo binary once per test process; unlike Binary it may run on any
+// goroutine.
+func binary() (string, error) {
 	buildOnce.Do(func() {
 		out, err := exec.Command("go", "env", "GOMOD").Output()
 		if err != nil {
@@ -34,7 +44,7 @@ func Binary(t testing.TB) string {
 		sum := sha256.Sum256([]byte(root))
 		dir := filepath.Join(os.TempDir(), fmt.Sprintf("ordo-test-bin-%x", sum[:6]))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			buildErr = err
+			buildErr = fmt.Errorf("binary directory: %w", err)
 			return
 		}
 		buildPath = filepath.Join(dir, "ordo")
@@ -48,13 +58,10 @@ func Binary(t testing.TB) string {
 			return
 		}
 		if err := os.Rename(tmp, buildPath); err != nil {
-			buildErr = err
+			buildErr = fmt.Errorf("install ordo binary: %w", err)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildPath
+	return buildPath, buildErr
 }
 
 // process is a member running as its own ordo process.
@@ -66,7 +73,11 @@ type process struct {
 }
 
 func startProcess(t testing.TB, name string, args []string, quiet bool) (*process, error) {
-	cmd := exec.Command(Binary(t), args...)
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "ETCD_LOG_LEVEL=info")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -101,7 +112,24 @@ func startProcess(t testing.TB, name string, args []string, quiet bool) (*proces
 	return p, nil
 }
 
+// signal sends sig to the process unless it has exited.
+func (p *process) signal(sig syscall.Signal) error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("process %d exited: %v", p.cmd.Process.Pid, p.err)
+	default:
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %v to process %d: %w", sig, p.cmd.Process.Pid, err)
+	}
+	return nil
+}
+
+// stop ends the process with SIGTERM, and SIGKILL if it has not exited after 10 s. A
+// paused (SIGSTOPped) process is continued first: a stopped process does not handle
+// SIGTERM until it runs again.
 func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -110,6 +138,7 @@ func (p *process) stop() {
 	}
 }
 
+// kill ends the process with SIGKILL, which also ends a paused process.
 func (p *process) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
