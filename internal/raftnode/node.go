@@ -60,6 +60,11 @@ type Node struct {
 
 	applyc chan applyItem
 	readc  chan raft.ReadState
+	// propc queues the proposals peers forward to this member. raft takes a proposal only
+	// while it knows a leader, so stepping one can block; it must never hold up the other
+	// messages of the same peer stream, since the heartbeats and appends of a new leader are
+	// how this member learns there is one.
+	propc chan *raftpb.Message
 
 	// isLeader is whether raft was leader at the last Ready; only the Ready loop uses it.
 	isLeader bool
@@ -118,6 +123,7 @@ func Start(cfg Config) (*Node, error) {
 		lg:            cfg.Logger,
 		applyc:        make(chan applyItem, 64),
 		readc:         make(chan raft.ReadState, 64),
+		propc:         make(chan *raftpb.Message, forwardedProposalQueue),
 		leaderChanged: make(chan struct{}),
 		readNext:      newReadBatch(),
 		readSignal:    make(chan struct{}, 1),
@@ -134,10 +140,11 @@ func Start(cfg Config) (*Node, error) {
 	} else {
 		n.raft = raft.RestartNode(rc)
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.run()
 	go n.applyLoop()
 	go n.readLoop()
+	go n.proposalLoop()
 	go func() {
 		n.wg.Wait()
 		// Raft stops only after the apply loop drained: applying a conf change needs it.
@@ -383,9 +390,54 @@ func (n *Node) ctxErr(ctx context.Context) error {
 	return ErrTimeout
 }
 
-// Process delivers a message from a peer.
+// forwardedProposalQueue bounds the proposals from peers waiting for raft to take them.
+const forwardedProposalQueue = 4096
+
+// ErrProposalQueueFull is returned by Process when a forwarded proposal finds the queue full;
+// the proposal is dropped, and the member that proposed it times out and answers its client.
+var ErrProposalQueueFull = errors.New("raftnode: forwarded proposal queue full")
+
+// Process delivers a message from a peer. Proposals forwarded by a peer are queued and stepped
+// by a goroutine of their own (see propc); every other message is stepped at once.
 func (n *Node) Process(ctx context.Context, m *raftpb.Message) error {
+	if m.GetType() == raftpb.MsgProp {
+		select {
+		case n.propc <- m:
+			return nil
+		default:
+			return ErrProposalQueueFull
+		}
+	}
 	return n.raft.Step(ctx, m)
+}
+
+// proposalLoop steps the proposals peers forwarded, one at a time. A proposal that raft does
+// not take within an election timeout (no leader known meanwhile) is dropped: its proposer
+// has a request timeout of its own.
+func (n *Node) proposalLoop() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	wait := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+	for {
+		select {
+		case m := <-n.propc:
+			sctx, scancel := context.WithTimeout(ctx, wait)
+			if err := n.raft.Step(sctx, m); err != nil && ctx.Err() == nil {
+				n.lg.Debug("dropped a forwarded proposal", zap.Uint64("from", m.GetFrom()), zap.Error(err))
+			}
+			scancel()
+		case <-n.stopc:
+			return
+		}
+	}
 }
 
 // ReportUnreachable tells raft that a peer could not be reached.

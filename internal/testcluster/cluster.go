@@ -32,6 +32,9 @@ type Options struct {
 	Process bool
 	// Quiet drops member logs instead of sending them to t.Log.
 	Quiet bool
+	// LogDir, if set, receives each process member's complete log as <name>.log (appended
+	// to across restarts), whatever Quiet says.
+	LogDir string
 	// PeerProxy routes all inbound peer traffic of each member through a Proxy of its own,
 	// so the test can partition, delay and drop peer links (Cluster.Partition, Delay, ...).
 	// Each member listens for peers on its own port and advertises the proxy's port.
@@ -160,7 +163,11 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 
 func (m *Member) start() error {
 	if m.c.opts.Process {
-		p, err := startProcess(m.c.t, m.Name, m.args, m.c.opts.Quiet)
+		logPath := ""
+		if m.c.opts.LogDir != "" {
+			logPath = filepath.Join(m.c.opts.LogDir, m.Name+".log")
+		}
+		p, err := startProcess(m.c.t, m.Name, m.args, m.c.opts.Quiet, logPath)
 		if err != nil {
 			return err
 		}

@@ -72,10 +72,17 @@ type process struct {
 	err    error
 }
 
-func startProcess(t testing.TB, name string, args []string, quiet bool) (*process, error) {
+func startProcess(t testing.TB, name string, args []string, quiet bool, logPath string) (*process, error) {
 	bin, err := binary()
 	if err != nil {
 		return nil, err
+	}
+	var logFile *os.File
+	if logPath != "" {
+		// Appended to across restarts, so one file tells a member's whole story.
+		if logFile, err = os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return nil, fmt.Errorf("member log: %w", err)
+		}
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "ETCD_LOG_LEVEL=info")
@@ -85,17 +92,26 @@ func startProcess(t testing.TB, name string, args []string, quiet bool) (*proces
 	}
 	cmd.Stdout = nil
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			_ = logFile.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &process{cmd: cmd, ready: make(chan struct{}), exited: make(chan struct{})}
 	scanDone := make(chan struct{})
 	go func() {
 		defer close(scanDone)
+		if logFile != nil {
+			defer logFile.Close()
+		}
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		readyOnce := sync.Once{}
 		for sc.Scan() {
 			line := sc.Text()
+			if logFile != nil {
+				_, _ = logFile.WriteString(line + "\n")
+			}
 			if strings.Contains(line, "ready to serve client requests") {
 				readyOnce.Do(func() { close(p.ready) })
 			}

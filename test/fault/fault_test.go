@@ -227,11 +227,25 @@ func (n *nemesis) must(err error) {
 // injecting faults, and checks the result.
 func runSuite(t *testing.T, size int, d time.Duration, faults []fault, wl check.Config) {
 	s := seed(t)
-	c := testcluster.New(t, size, testcluster.Options{Process: true, PeerProxy: true, Quiet: true,
+	logDir := memberLogs(t)
+	c := testcluster.New(t, size, testcluster.Options{Process: true, PeerProxy: true, Quiet: true, LogDir: logDir,
 		Args: []string{"--heartbeat-interval", "50", "--election-timeout", "500"}})
 	var eps []string
 	for _, m := range c.Members {
 		eps = append(eps, m.ClientURL)
+	}
+	if only := os.Getenv("ORDO_FAULTS"); only != "" {
+		// A comma-separated list of fault names narrows a run down, to chase one problem.
+		var keep []fault
+		for _, f := range faults {
+			if strings.Contains(","+only+",", ","+f.name+",") {
+				keep = append(keep, f)
+			}
+		}
+		faults = keep
+		if len(faults) == 0 {
+			t.Skipf("no fault of this test is named in ORDO_FAULTS=%q", only)
+		}
 	}
 	rng := rand.New(rand.NewSource(s))
 	n := &nemesis{t: t, c: c, rng: rng, faults: faults, injected: map[string]int{},
@@ -266,6 +280,23 @@ func runSuite(t *testing.T, size int, d time.Duration, faults []fault, wl check.
 	if !rep.OK() {
 		t.Fatalf("the run found problems (seed %d):\n%s", s, rep)
 	}
+}
+
+// memberLogs returns a directory for the members' logs: removed when the test passes, kept
+// (and named in the test output) when it fails.
+func memberLogs(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ordo-fault-logs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("member logs kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return dir
 }
 
 // Every kind of fault, one at a time, against three members.
