@@ -43,6 +43,7 @@ type Applier struct {
 	lg      *zap.Logger
 	applied uint64 // the applied index as stored; entries at or below it are skipped
 	waiters waiters
+	alarms  alarmSet
 }
 
 // New creates an Applier over the current state.
@@ -61,6 +62,9 @@ func (a *Applier) Restore() error {
 		return err
 	}
 	a.applied = applied
+	if err := a.alarms.load(a.cfg.Engine.DB); err != nil {
+		return err
+	}
 	if err := a.cfg.KV.Reload(); err != nil {
 		return fmt.Errorf("reload mvcc: %w", err)
 	}
@@ -182,6 +186,10 @@ func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRa
 	rw := writerRW{w: w, b: b, leases: a.cfg.Leases}
 	exists := a.cfg.Leases.Exists
 	var res Result
+	if err := a.refuseCapped(r); err != nil {
+		res.Err = err
+		return res
+	}
 	switch {
 	case r.Put != nil:
 		if err := checkPut(rw, exists, r.Put); err != nil {
@@ -211,6 +219,8 @@ func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRa
 		res.Resp, res.Err = a.revoke(b, rw, r.LeaseRevoke.ID)
 	case r.LeaseCheckpoint != nil:
 		res.Resp, res.Err = a.checkpoint(b, rw, r.LeaseCheckpoint)
+	case r.Alarm != nil:
+		res.Resp, res.Err = a.applyAlarm(b, r.Alarm, rw.Rev())
 	case r.ClusterMemberAttrSet != nil:
 		res.Err = a.setMemberAttrs(b, r.ClusterMemberAttrSet.Member_ID, r.ClusterMemberAttrSet.MemberAttributes.GetName(), r.ClusterMemberAttrSet.MemberAttributes.GetClientUrls())
 	default:

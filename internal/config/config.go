@@ -115,6 +115,7 @@ type Config struct {
 	AutoCompactionRetention     string        // --auto-compaction-retention, see AutoCompactionPeriod and AutoCompactionRevisions
 	WatchProgressNotifyInterval time.Duration // --watch-progress-notify-interval
 	WatchBufferBytes            int64         // --watch-buffer-bytes (Ordo only): memory for recent watch events
+	SkipStartupVerify           bool          // --skip-startup-verify (Ordo only): skip reading the whole store at startup
 	EnablePprof                 bool          // --enable-pprof: /debug/pprof/ on the client URLs
 
 	// Auth.

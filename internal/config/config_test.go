@@ -82,7 +82,7 @@ func mustURLs(t *testing.T, ss ...string) []url.URL {
 }
 
 // ordoFlags are Ordo's own flags, beyond etcd's.
-var ordoFlags = []string{"watch-buffer-bytes"}
+var ordoFlags = []string{"watch-buffer-bytes", "skip-startup-verify"}
 
 func TestFlagTableCoversEtcd(t *testing.T) {
 	tbl, err := newFlagTable(&Config{}, new(string), new(bool))

@@ -227,6 +227,7 @@ func specsFor(c *Config, configFile *string, version *bool) []*flagSpec {
 		{name: "compaction-sleep-interval", group: gFeatures, def: "0s", usage: "Sleep interval between compaction batches.", handling: noop, why: "Ordo compacts with its own batching", bind: anyDuration()},
 		{name: "watch-progress-notify-interval", group: gFeatures, def: "10m", usage: "Duration of periodic watch progress notifications.", bind: durationVal{&c.WatchProgressNotifyInterval}},
 		{name: "watch-buffer-bytes", group: gFeatures, def: "67108864", usage: "Ordo only: memory kept for recent watch events; watchers further behind catch up from storage.", bind: int64Val{&c.WatchBufferBytes}},
+		{name: "skip-startup-verify", group: gFeatures, def: "false", usage: "Ordo only: skip the startup pass that reads every block of the data dir to verify its checksums (it costs a sequential read of the whole store); Ordo's own consistency checks still run.", bind: boolVal{&c.SkipStartupVerify}},
 		{name: "warning-apply-duration", group: gFeatures, def: "100ms", usage: "Log a warning when applying a request takes longer than this.", bind: durationVal{&c.WarningApplyDuration}},
 		{name: "downgrade-check-time", group: gFeatures, def: "5s", usage: "Duration between two downgrade status checks.", handling: noop, why: "downgrades are not supported", bind: anyDuration()},
 		{name: "bootstrap-defrag-threshold-megabytes", group: gFeatures, def: "0", usage: "Defragment the backend at boot if it would free at least this many megabytes.", handling: noop, why: whyBolt, bind: anyUint()},

@@ -34,17 +34,25 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		StorageVersion:   "3.7.0",
 		DbSizeQuota:      m.quota(),
 		DowngradeInfo:    &pb.DowngradeInfo{},
+		Errors:           alarmStrings(m.applier.Alarms()),
 	}
 	return resp, nil
 }
 
-// Alarm lists, raises or clears alarms. Ordo raises none yet (the space quota comes later), so
-// the list is always empty and clearing is a no-op.
+// Alarm lists, raises or clears alarms. As in etcd every action, listing included, is a raft
+// entry, so the answer is linearizable and every member applies the same alarm changes (see
+// apply.Applier.applyAlarm).
 func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	if r.Action == pb.AlarmRequest_ACTIVATE {
-		return nil, status.Error(codes.Unimplemented, "raising alarms by request is not supported yet")
+	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
+	if err != nil {
+		return nil, err
 	}
-	return &pb.AlarmResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()})}, nil
+	resp, ok := res.Resp.(*pb.AlarmResponse)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "alarm: unexpected response %T", res.Resp)
+	}
+	resp.Header = s.m.header(resp.Header)
+	return resp, nil
 }
 
 // HashKV hashes the key-value history up to a revision (0: the current one) after a
@@ -72,10 +80,8 @@ func isLearner(st raft.Status, id uint64) bool {
 	return ok
 }
 
-// quota is the backend size limit: etcd's default of 2 GiB when unset.
+// quota is the backend size limit reported in Status: etcd's default of 2 GiB when unset, 0
+// when there is no quota.
 func (m *Member) quota() int64 {
-	if m.cfg.QuotaBackendBytes > 0 {
-		return m.cfg.QuotaBackendBytes
-	}
-	return 2 << 30
+	return max(m.cfg.BackendQuota(), 0)
 }

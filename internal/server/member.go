@@ -47,6 +47,7 @@ type Member struct {
 	leases    *lease.Store
 	renewer   *renewer
 	reqIDs    *idGen
+	space     *spaceGuard
 
 	grpcServer *grpc.Server
 	httpServer *http.Server
@@ -107,9 +108,13 @@ func (m *Member) Start() (err error) {
 	if m.cfg.ForceNewCluster {
 		return errors.New("--force-new-cluster is not supported yet")
 	}
-	if m.engine, err = storage.Open(m.cfg.DataDir, m.lg); err != nil {
+	if m.engine, err = storage.OpenWithOptions(m.cfg.DataDir, m.lg, storage.Options{SkipVerify: m.cfg.SkipStartupVerify}); err != nil {
 		return err
 	}
+	if err := m.engine.CheckInvariants(); err != nil {
+		return err
+	}
+	m.space = newSpaceGuard(m.engine, m.cfg.BackendQuota(), m.lg)
 	peers, err := m.loadIdentity()
 	if err != nil {
 		return err

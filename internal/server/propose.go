@@ -14,7 +14,12 @@ import (
 )
 
 // propose replicates req through raft and returns its result once this member applied it.
+// A write that does not fit this member's quota or disk is refused before it is proposed
+// (checkSpace); while a NOSPACE alarm is active the apply loop refuses writes on every member.
 func (m *Member) propose(ctx context.Context, req *pb.InternalRaftRequest) (apply.Result, error) {
+	if err := m.checkSpace(ctx, req); err != nil {
+		return apply.Result{}, err
+	}
 	id := m.reqIDs.id()
 	req.Header = &pb.RequestHeader{ID: id}
 	data, err := proto.Marshal(req)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -37,10 +38,38 @@ type Engine struct {
 	lg   *zap.Logger
 }
 
-// Open opens (creating if needed) the Pebble database in dir/db.
+// Options tune how an Engine is opened. The zero value is what a member uses.
+type Options struct {
+	// FS is the filesystem Pebble works on (vfs.Default when nil). Tests wrap it to inject
+	// faults.
+	FS vfs.FS
+	// SkipVerify skips the full verification pass over the data dir (see Verify).
+	SkipVerify bool
+}
+
+// Open opens (creating if needed) the Pebble database in dir/db and verifies it (see Verify).
 func Open(dir string, lg *zap.Logger) (*Engine, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	return OpenWithOptions(dir, lg, Options{})
+}
+
+// OpenWithOptions is Open with explicit options.
+func OpenWithOptions(dir string, lg *zap.Logger, o Options) (*Engine, error) {
+	fs := o.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", dir, err)
+	}
+	dbDir := filepath.Join(dir, "db")
+	fresh := false
+	if _, err := fs.Stat(dbDir); errors.Is(err, os.ErrNotExist) {
+		fresh = true
+	}
+	if !fresh {
+		if err := checkOptionsFile(fs, dbDir); err != nil {
+			return nil, fmt.Errorf("data dir %q is damaged: %w", dir, err)
+		}
 	}
 	cache := pebble.NewCache(blockCacheBytes)
 	defer cache.Unref() // the DB holds its own reference
@@ -48,14 +77,34 @@ func Open(dir string, lg *zap.Logger) (*Engine, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       64 << 20,
 		Cache:              cache,
-		Logger:             pebbleLogger{lg.Sugar()},
+		FS:                 fs,
+		Logger:             pebbleLogger{s: lg.Sugar(), dir: dir},
+		// An existing data dir must be complete: a missing MANIFEST or OPTIONS file is
+		// damage, not a new database.
+		ErrorIfNotExists: !fresh,
+		EventListener: &pebble.EventListener{
+			// Pebble's default stops the process on a checksum mismatch. The read that found
+			// it fails with the error instead: Verify turns it into a startup error naming the
+			// data dir, and a request that hits it later gets an error, never wrong data.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				lg.Error("damaged file in the data dir", zap.String("data-dir", dir),
+					zap.String("path", info.Path), zap.Error(info.Details))
+			},
+		},
 	}
 	opts.EnsureDefaults()
-	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
+	db, err := pebble.Open(dbDir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open pebble in %q: %w", dir, err)
+		return nil, fmt.Errorf("open pebble in data dir %q: %w: %w", dir, ErrCorrupt, err)
 	}
-	return &Engine{DB: db, dir: dir, opts: opts, lg: lg}, nil
+	e := &Engine{DB: db, dir: dir, opts: opts, lg: lg}
+	if !o.SkipVerify && !fresh {
+		if err := e.Verify(); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
 // Dir is the data dir the engine lives in.
@@ -75,11 +124,34 @@ func (e *Engine) Size() int64 {
 	return int64(m.DiskSpaceUsage())
 }
 
-type pebbleLogger struct{ s *zap.SugaredLogger }
+// DiskUsage reports the space of the filesystem holding the data dir.
+func (e *Engine) DiskUsage() (vfs.DiskUsage, error) {
+	u, err := e.opts.FS.GetDiskUsage(e.dir)
+	if err != nil {
+		return vfs.DiskUsage{}, fmt.Errorf("disk usage of data dir %q: %w", e.dir, err)
+	}
+	return u, nil
+}
+
+// pebbleLogger routes Pebble's log lines to the member's logger.
+//
+// Pebble calls Fatalf when it cannot go on safely, above all when a write to its WAL or
+// MANIFEST fails (a full disk, an I/O error): its commit pipeline is then broken and a commit it
+// reports may not be durable. (It also calls it on broken internal invariants.) Pebble requires Fatalf not to return, so the member stops here,
+// with a log line naming the data dir and exit code 1, as etcd stops when its backend cannot
+// write. Nothing acknowledged is lost: a write is acknowledged only after its raft entry was
+// synced, and a restart replays every synced entry.
+type pebbleLogger struct {
+	s   *zap.SugaredLogger
+	dir string
+}
 
 func (l pebbleLogger) Infof(format string, args ...any)  { l.s.Debugf(format, args...) }
 func (l pebbleLogger) Errorf(format string, args ...any) { l.s.Errorf(format, args...) }
-func (l pebbleLogger) Fatalf(format string, args ...any) { l.s.Fatalf(format, args...) }
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.s.Fatalw("stopping: the data dir cannot be written (disk full or I/O error) or storage cannot continue safely; free space or fix the disk, then restart the member",
+		"data-dir", l.dir, "error", fmt.Sprintf(format, args...))
+}
 
 // getValue returns a copy of the value at key in r, or nil if absent.
 func getValue(r pebble.Reader, key []byte) ([]byte, error) {
