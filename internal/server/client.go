@@ -24,7 +24,7 @@ func (m *Member) startClient() error {
 	m.grpcServer = grpc.NewServer(
 		grpc.MaxRecvMsgSize(int(m.cfg.MaxRequestBytes)+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
-		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 		grpc.UnaryInterceptor(m.requireLeaderUnary),
@@ -33,7 +33,7 @@ func (m *Member) startClient() error {
 	pb.RegisterKVServer(m.grpcServer, &kvServer{m: m})
 	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
 	pb.RegisterMaintenanceServer(m.grpcServer, &maintenanceServer{m: m})
-	pb.RegisterWatchServer(m.grpcServer, &watchServer{m: m})
+	pb.RegisterWatchServer(m.grpcServer, newWatchServer(m))
 	pb.RegisterLeaseServer(m.grpcServer, &leaseServer{m: m})
 
 	mux := http.NewServeMux()

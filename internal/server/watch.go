@@ -27,13 +27,34 @@ const catchUpRevisions = 1000
 // that fell behind the in-memory ring.
 const storageCatchUpEvents = 1000
 
+// watchResponseBytes bounds the events (watch.EventSize, previous values included) of one
+// response: a response always holds whole revisions, at least one, and no further revision
+// once it holds this much. A stream whose client does not read keeps at most about one such
+// response encoded in gRPC's buffers, so stalled streams cost bounded memory each.
+const watchResponseBytes = 512 << 10
+
+// maxStorageReads bounds the watchers of a member reading their events from storage at the
+// same time: each read holds up to about watchResponseBytes of events, more when the event
+// size estimate was low.
+const maxStorageReads = 8
+
+// maxPendingControl bounds the control responses (created, canceled) a stream queues for a
+// client that does not read them: beyond it the stream stops reading requests, and gRPC's flow
+// control holds the client back, as etcd does.
+const maxPendingControl = 1024
+
 // errDuplicateWatchID is etcd's cancel reason for a client-chosen id already in use.
 var errDuplicateWatchID = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
 
 // watchServer is etcd's Watch service.
 type watchServer struct {
 	pb.UnimplementedWatchServer
-	m *Member
+	m            *Member
+	storageReads chan struct{} // a semaphore of maxStorageReads
+}
+
+func newWatchServer(m *Member) *watchServer {
+	return &watchServer{m: m, storageReads: make(chan struct{}, maxStorageReads)}
 }
 
 // watcher is one watch on a stream. Only the stream's send loop reads or changes nextRev.
@@ -47,14 +68,16 @@ type watcher struct {
 	fragment       bool
 	progressNotify bool
 	sentSinceTick  bool
+	storageEvents  int // how many events to read from storage at once; 0 = not yet estimated
 }
 
 // watchStream serves one gRPC Watch stream: the receive goroutine registers and cancels
 // watchers, the send loop (the handler's goroutine) delivers events, control responses and
 // progress notifications in order.
 type watchStream struct {
-	m      *Member
-	stream pb.Watch_WatchServer
+	m            *Member
+	stream       pb.Watch_WatchServer
+	storageReads chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -63,11 +86,12 @@ type watchStream struct {
 		ctrl        []*pb.WatchResponse // responses to send before any further event
 		progressAll bool                // a RequestProgress waits for every watcher to be synced
 	}
-	wake chan struct{}
+	wake    chan struct{}
+	drained chan struct{} // signaled when the send loop took the pending control responses
 }
 
 func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
-	ws := &watchStream{m: s.m, stream: stream, wake: make(chan struct{}, 1)}
+	ws := &watchStream{m: s.m, stream: stream, storageReads: s.storageReads, wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
 	ws.mu.watchers = make(map[int64]*watcher)
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -75,7 +99,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	defer stop()
 	recvErr := make(chan error, 1)
 	go func() {
-		err := ws.recvLoop()
+		err := ws.recvLoop(ctx)
 		recvErr <- err
 		cancel()
 	}()
@@ -105,8 +129,11 @@ func (ws *watchStream) signal() {
 	}
 }
 
-func (ws *watchStream) recvLoop() error {
+func (ws *watchStream) recvLoop(ctx context.Context) error {
 	for {
+		if err := ws.waitControlRoom(ctx); err != nil {
+			return nil
+		}
 		req, err := ws.stream.Recv()
 		if err != nil {
 			return nil // the client went away or closed its side
@@ -128,6 +155,23 @@ func (ws *watchStream) recvLoop() error {
 			}
 		}
 		ws.signal()
+	}
+}
+
+// waitControlRoom waits until fewer than maxPendingControl control responses wait to be sent.
+func (ws *watchStream) waitControlRoom(ctx context.Context) error {
+	for {
+		ws.mu.Lock()
+		n := len(ws.mu.ctrl)
+		ws.mu.Unlock()
+		if n < maxPendingControl {
+			return nil
+		}
+		select {
+		case <-ws.drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -200,6 +244,12 @@ func (ws *watchStream) snapshot() ([]*pb.WatchResponse, []*watcher) {
 	defer ws.mu.Unlock()
 	ctrl := ws.mu.ctrl
 	ws.mu.ctrl = nil
+	if len(ctrl) > 0 {
+		select {
+		case ws.drained <- struct{}{}:
+		default:
+		}
+	}
 	ws2 := make([]*watcher, 0, len(ws.mu.watchers))
 	for _, w := range ws.mu.watchers {
 		ws2 = append(ws2, w)
@@ -272,7 +322,8 @@ func (ws *watchStream) sendLoop(ctx context.Context) error {
 }
 
 // deliver sends w every event from w.nextRev through rev, from the ring when it still holds
-// them and from storage otherwise, in responses that each hold whole revisions.
+// them and from storage otherwise, in responses that each hold whole revisions and are bounded
+// by catchUpRevisions and watchResponseBytes.
 func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error {
 	var buf []mvcc.Event
 	for w.nextRev <= rev {
@@ -284,12 +335,11 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 		}
 		// Like etcd, a response catching up carries at most catchUpRevisions revisions.
 		to := min(rev, w.nextRev+catchUpRevisions-1)
-		evs, ok := ws.m.hub.Recent(buf[:0], w.nextRev, to, w.rng)
-		next := to + 1
+		evs, next, ok := ws.m.hub.RecentBounded(buf[:0], w.nextRev, to, w.rng, watchResponseBytes)
 		if !ok {
 			var compacted int64
 			var err error
-			evs, next, compacted, err = ws.fromStorage(buf[:0], w)
+			evs, next, compacted, err = ws.fromStorage(ctx, buf[:0], w, to)
 			if err != nil {
 				return err
 			}
@@ -297,7 +347,6 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 				return ws.cancelCompacted(w, rev, compacted)
 			}
 		}
-		buf = evs
 		out := make([]*mvccpb.Event, 0, len(evs))
 		for i := range evs {
 			ev := &evs[i]
@@ -310,6 +359,9 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 			}
 			out = append(out, pe)
 		}
+		// Drop the references to the events before a send that may wait for the client.
+		clear(evs)
+		buf = evs
 		w.nextRev = next
 		if len(out) == 0 {
 			continue
@@ -341,9 +393,18 @@ func (ws *watchStream) removed(w *watcher) bool {
 	return ws.mu.watchers[w.id] != w
 }
 
-// fromStorage reads the next events for w from the revision history. compacted is the
-// compact revision when w's next revision is no longer there.
-func (ws *watchStream) fromStorage(dst []mvcc.Event, w *watcher) (evs []mvcc.Event, next, compacted int64, err error) {
+// fromStorage reads the next events for w, up to revision to, from the revision history.
+// compacted is the compact revision when w's next revision is no longer there. The history
+// holds every key's events, previous values included, so a read is sized to about
+// watchResponseBytes from the size of recent events and of w's previous read, and only
+// maxStorageReads watchers of a member read at the same time.
+func (ws *watchStream) fromStorage(ctx context.Context, dst []mvcc.Event, w *watcher, to int64) (evs []mvcc.Event, next, compacted int64, err error) {
+	select {
+	case ws.storageReads <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0, 0, ctx.Err()
+	}
+	defer func() { <-ws.storageReads }()
 	v, err := ws.m.kv.NewReadView()
 	if err != nil {
 		return nil, 0, 0, err
@@ -352,7 +413,15 @@ func (ws *watchStream) fromStorage(dst []mvcc.Event, w *watcher) (evs []mvcc.Eve
 	if w.nextRev < v.CompactRev() {
 		return nil, 0, v.CompactRev(), nil
 	}
-	all, next, err := v.Events(w.nextRev, storageCatchUpEvents)
+	limit := w.storageEvents
+	if avg := ws.m.hub.AvgEventBytes(); avg > 0 && (limit == 0 || watchResponseBytes/avg < limit) {
+		limit = watchResponseBytes / avg
+	}
+	if limit == 0 {
+		limit = storageCatchUpEvents
+	}
+	limit = max(1, min(limit, storageCatchUpEvents))
+	all, next, err := v.Events(w.nextRev, limit)
 	if errors.Is(err, mvcc.ErrCompacted) {
 		return nil, 0, v.CompactRev(), nil
 	}
@@ -360,12 +429,35 @@ func (ws *watchStream) fromStorage(dst []mvcc.Event, w *watcher) (evs []mvcc.Eve
 		ws.m.lg.Error("read watch events from storage", zap.Int64("from", w.nextRev), zap.Error(err))
 		return nil, 0, 0, err
 	}
-	for _, ev := range all {
-		if w.rng.Contains(ev.KV.Key) {
-			dst = append(dst, ev)
-		}
+	read := 0
+	for i := range all {
+		read += watch.EventSize(&all[i])
 	}
-	return dst, next, 0, nil
+	size, last := 0, int64(0)
+	for i := range all {
+		ev := &all[i]
+		if ev.KV.ModRevision > to {
+			next = ev.KV.ModRevision
+			break
+		}
+		if !w.rng.Contains(ev.KV.Key) {
+			continue
+		}
+		if ev.KV.ModRevision != last {
+			if size >= watchResponseBytes {
+				next = ev.KV.ModRevision
+				break
+			}
+			last = ev.KV.ModRevision
+		}
+		dst = append(dst, *ev)
+		size += watch.EventSize(ev)
+	}
+	// Size the next read after what this one found.
+	if len(all) > 0 {
+		w.storageEvents = max(1, min(storageCatchUpEvents, watchResponseBytes/max(1, read/len(all))))
+	}
+	return dst, min(next, to+1), 0, nil
 }
 
 // send sends resp, split into fragments below --max-request-bytes when the watcher asked for

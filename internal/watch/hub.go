@@ -23,6 +23,7 @@ type Hub struct {
 		rev     int64        // the newest revision announced
 		bytes   int
 		changed chan struct{} // closed and replaced at every announcement
+		avg     int           // average size of the events announced lately (EventSize)
 	}
 }
 
@@ -49,6 +50,10 @@ func (h *Hub) Reset() {
 	h.mu.changed = make(chan struct{})
 }
 
+// EventSize estimates the memory an event takes, previous value included; the ring's budget
+// and the watch response bounds are counted in it.
+func EventSize(ev *mvcc.Event) int { return eventSize(ev) }
+
 func eventSize(ev *mvcc.Event) int {
 	n := 64 + len(ev.KV.Key) + len(ev.KV.Value)
 	if ev.PrevKV != nil {
@@ -66,8 +71,15 @@ func (h *Hub) Notify(evs []mvcc.Event, rev int64) {
 		return
 	}
 	h.mu.events = append(h.mu.events, evs...)
+	added := 0
 	for i := range evs {
-		h.mu.bytes += eventSize(&evs[i])
+		added += eventSize(&evs[i])
+	}
+	h.mu.bytes += added
+	if len(evs) > 0 {
+		// An average that follows the newest events, so that a change of value sizes shows
+		// within a few announcements.
+		h.mu.avg = (h.mu.avg + added/len(evs) + 1) / 2
 	}
 	h.mu.rev = rev
 	// Drop whole revisions from the front while over budget.
@@ -123,4 +135,41 @@ func (h *Hub) Recent(dst []mvcc.Event, from, to int64, r Range) (_ []mvcc.Event,
 		}
 	}
 	return dst, true
+}
+
+// AvgEventBytes estimates the size (EventSize) of the events written lately; 0 before any.
+func (h *Hub) AvgEventBytes() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mu.avg
+}
+
+// RecentBounded is Recent bounded in size: it stops before the first matching event of a
+// revision once the events it appended hold maxBytes (EventSize) or more, so it always
+// returns whole revisions and at least one revision with matching events. next is the
+// revision to continue from: the first one not returned, to+1 when everything up to to was.
+func (h *Hub) RecentBounded(dst []mvcc.Event, from, to int64, r Range, maxBytes int) (_ []mvcc.Event, next int64, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if from < h.mu.first {
+		return dst, 0, false
+	}
+	evs := h.mu.events
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].KV.ModRevision >= from })
+	size, last := 0, int64(0)
+	for ; i < len(evs) && evs[i].KV.ModRevision <= to; i++ {
+		ev := &evs[i]
+		if !r.Contains(ev.KV.Key) {
+			continue
+		}
+		if rev := ev.KV.ModRevision; rev != last {
+			if size >= maxBytes {
+				return dst, rev, true
+			}
+			last = rev
+		}
+		dst = append(dst, *ev)
+		size += eventSize(ev)
+	}
+	return dst, to + 1, true
 }

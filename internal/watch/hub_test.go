@@ -111,3 +111,45 @@ func TestRangeContains(t *testing.T) {
 		}
 	}
 }
+
+func TestHubRecentBounded(t *testing.T) {
+	h := NewHub(openStore(t), 64<<20)
+	start, _ := h.Rev()
+	// Revisions of two 1000-byte events each, then one of a single large event.
+	for i := int64(1); i <= 20; i++ {
+		h.Notify([]mvcc.Event{put(start+i, "a", 1000), put(start+i, "b", 1000)}, start+i)
+	}
+	h.Notify([]mvcc.Event{put(start+21, "a", 100000)}, start+21)
+	if avg := h.AvgEventBytes(); avg < 1000 || avg > 100000 {
+		t.Fatalf("average event size %d", avg)
+	}
+	all := Range{Key: []byte{0}, End: []byte{}}
+	one := EventSize(&[]mvcc.Event{put(0, "a", 1000)}[0])
+
+	// A budget of five events' size returns whole revisions: three (six events), since the
+	// budget is checked before each new revision.
+	got, next, ok := h.RecentBounded(nil, start+1, start+21, all, 5*one)
+	if !ok || len(got) != 6 || next != start+4 {
+		t.Fatalf("bounded: ok %v, %d events, next %d (want 6 events, next %d)", ok, len(got), next, start+4)
+	}
+	for i, ev := range got {
+		if ev.KV.ModRevision != start+1+int64(i/2) {
+			t.Fatalf("event %d at revision %d", i, ev.KV.ModRevision)
+		}
+	}
+	// Only matching events count: one key's events, five fit, the sixth revision starts the next.
+	got, next, ok = h.RecentBounded(nil, start+1, start+21, Range{Key: []byte("b")}, 5*one)
+	if !ok || len(got) != 5 || next != start+6 {
+		t.Fatalf("bounded one key: ok %v, %d events, next %d", ok, len(got), next)
+	}
+	// A revision larger than the budget is still returned whole, on its own.
+	got, next, ok = h.RecentBounded(nil, start+21, start+21, all, 10)
+	if !ok || len(got) != 1 || next != start+22 {
+		t.Fatalf("large revision: ok %v, %d events, next %d", ok, len(got), next)
+	}
+	// No matching events: everything up to to is done.
+	got, next, ok = h.RecentBounded(nil, start+1, start+21, Range{Key: []byte("zz")}, 10)
+	if !ok || len(got) != 0 || next != start+22 {
+		t.Fatalf("no match: ok %v, %d events, next %d", ok, len(got), next)
+	}
+}
