@@ -87,11 +87,7 @@ func Range(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeRespon
 		kvs = kvs[:req.Limit]
 		resp.More = true
 	}
-	if req.KeysOnly {
-		for _, kv := range kvs {
-			kv.Value = nil
-		}
-	}
+	stripKeysOnly(kvs, req)
 	resp.Kvs = kvs
 	return resp, nil
 }
@@ -119,12 +115,24 @@ func RangeChunk(ctx context.Context, r Reader, req *pb.RangeRequest) (*pb.RangeR
 		resp.Kvs = rr.KVs[:req.Limit]
 		resp.More = true
 	}
-	if req.KeysOnly {
-		for _, kv := range resp.Kvs {
-			kv.Value = nil
+	stripKeysOnly(resp.Kvs, req)
+	return resp, nil
+}
+
+// stripKeysOnly drops what a keys_only range does not return. etcd serves a keys_only range that
+// is not sorted by value from its key index alone, so its key-values carry no lease either; sorted
+// by value, it reads the values and only drops them.
+func stripKeysOnly(kvs []*mvccpb.KeyValue, req *pb.RangeRequest) {
+	if !req.KeysOnly {
+		return
+	}
+	fromIndex := req.SortTarget != pb.RangeRequest_VALUE
+	for _, kv := range kvs {
+		kv.Value = nil
+		if fromIndex {
+			kv.Lease = 0
 		}
 	}
-	return resp, nil
 }
 
 func checkRangeRev(r Reader, req *pb.RangeRequest) error {
@@ -137,6 +145,17 @@ func checkRangeRev(r Reader, req *pb.RangeRequest) error {
 		return rpctypes.ErrGRPCCompacted
 	}
 	return nil
+}
+
+// checkTxnRangeRev checks the revision of a range inside a txn. Unlike a plain range, where a
+// negative revision reads the current one, etcd refuses it in a txn as compacted once the store
+// has been compacted (it compares it with the compact revision, which is -1 before the first
+// compaction and 0 in Ordo).
+func checkTxnRangeRev(r Reader, req *pb.RangeRequest) error {
+	if req.Revision < 0 && r.CompactRev() > 0 {
+		return rpctypes.ErrGRPCCompacted
+	}
+	return checkRangeRev(r, req)
 }
 
 func defaultOrdering(target pb.RangeRequest_SortTarget, order pb.RangeRequest_SortOrder) bool {
@@ -218,6 +237,10 @@ func put(rw ReadWriter, req *pb.PutRequest) (*pb.PutResponse, error) {
 		if len(rr.KVs) > 0 {
 			prev = rr.KVs[0]
 		}
+	}
+	if (req.IgnoreValue || req.IgnoreLease) && prev == nil {
+		// checkPut and the txn checks rule this out before anything is written.
+		return nil, rpctypes.ErrGRPCKeyNotFound
 	}
 	if req.IgnoreValue {
 		val = prev.Value
@@ -304,6 +327,8 @@ func Txn(ctx context.Context, rw ReadWriter, leases LeaseChecker, req *pb.TxnReq
 type txnPlan struct {
 	path []bool
 	pos  int
+	// deleted holds the ranges deleted by the operations checked so far, in execution order.
+	deleted intervals
 }
 
 func (p *txnPlan) decide(r Reader, req *pb.TxnRequest) {
@@ -334,9 +359,14 @@ func (p *txnPlan) check(r Reader, leases LeaseChecker, req *pb.TxnRequest) error
 		var err error
 		switch tv := op.Request.(type) {
 		case *pb.RequestOp_RequestRange:
-			err = checkRangeRev(r, tv.RequestRange)
+			err = checkTxnRangeRev(r, tv.RequestRange)
 		case *pb.RequestOp_RequestPut:
 			err = checkPut(r, leases, tv.RequestPut)
+			if err == nil && p.keepsDeleted(tv.RequestPut) {
+				err = rpctypes.ErrGRPCKeyNotFound
+			}
+		case *pb.RequestOp_RequestDeleteRange:
+			p.deleted = append(p.deleted, deletedInterval(tv.RequestDeleteRange))
 		case *pb.RequestOp_RequestTxn:
 			err = p.check(r, leases, tv.RequestTxn)
 		}
@@ -345,6 +375,26 @@ func (p *txnPlan) check(r Reader, leases LeaseChecker, req *pb.TxnRequest) error
 		}
 	}
 	return nil
+}
+
+// keepsDeleted reports whether a put keeps the value or lease of a key that an earlier operation
+// of the txn deletes. The duplicate-key check lets that through only for a from-key delete (it
+// treats range end "\x00" as an empty interval, as etcd does); the key is gone by the time the
+// put runs, so the txn is refused as if the key were missing. etcd 3.7.3 crashes on such a txn.
+func (p *txnPlan) keepsDeleted(req *pb.PutRequest) bool {
+	return (req.IgnoreValue || req.IgnoreLease) && p.deleted.contains(string(req.Key))
+}
+
+// deletedInterval is the key interval a DeleteRangeRequest removes.
+func deletedInterval(d *pb.DeleteRangeRequest) keyInterval {
+	switch end := rangeEnd(d.RangeEnd); {
+	case end == nil:
+		return keyInterval{string(d.Key), string(d.Key) + "\x00"}
+	case len(end) == 0:
+		return keyInterval{start: string(d.Key)}
+	default:
+		return keyInterval{string(d.Key), string(end)}
+	}
 }
 
 func (p *txnPlan) exec(ctx context.Context, rw ReadWriter, req *pb.TxnRequest) (*pb.TxnResponse, error) {
