@@ -102,6 +102,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		zap.Bool("force-new-cluster", cfg.ForceNewCluster),
 	)
 
+	applyCgroupMemoryLimit(lg)
+
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)
