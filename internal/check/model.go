@@ -2,7 +2,6 @@ package check
 
 import (
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"strings"
 
@@ -286,17 +285,38 @@ func equalStates(a, b *state) bool {
 }
 
 func hashState(s *state) uint64 {
-	// Order-independent: xor of per-entry hashes.
+	// Order-independent: the sum of per-entry hashes.
 	h := uint64(s.rev) * 0x9e3779b97f4a7c15
 	for k, v := range s.keys {
-		f := fnv.New64a()
-		fmt.Fprintf(f, "%s\x00%s\x00%d\x00%d\x00%d", k, v.value, v.version, v.lease, v.mod)
-		h ^= f.Sum64()
+		e := strHash(strHash(fnvOffset, k), v.value)
+		e = mix(e ^ uint64(v.version) ^ uint64(v.lease)<<1 ^ uint64(v.mod)<<2)
+		h += e
 	}
 	for id := range s.leases {
-		h ^= uint64(id) * 0xff51afd7ed558ccd
+		h += mix(uint64(id))
 	}
 	return h
+}
+
+const fnvOffset = 14695981039346656037
+
+// strHash continues an FNV-1a hash over s.
+func strHash(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h ^ 0xff
+}
+
+// mix is a 64-bit finaliser (xorshift-multiply).
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
 }
 
 func describeOp(in input, out output) string {
