@@ -65,7 +65,12 @@ func runDifferential(t *testing.T, defaultOps int64) {
 
 	start := time.Now()
 	counts := make(map[kind]int)
-	for i := int64(0); i < nops && !r.stopped(); i++ {
+	opening := openingOps()
+	for i := 0; i < len(opening) && !r.stopped(); i++ {
+		counts[opening[i].kind]++
+		r.step(i, opening[i])
+	}
+	for i := int64(len(opening)); i < nops && !r.stopped(); i++ {
 		o := r.gen.next()
 		counts[o.kind]++
 		r.step(int(i), o)

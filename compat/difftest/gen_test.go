@@ -372,9 +372,9 @@ func (g *gen) compact() *pb.CompactionRequest {
 	case n < 75:
 		req.Revision = g.rev + 1
 	case n < 90:
-		// Ordo refuses a compaction at revision 0 that etcd accepts once (see
-		// docs/differences.md), so revision 0 is not generated.
-		req.Revision = max(g.compactRev, 1)
+		// The compact revision itself: refused, except revision 0 before the first
+		// compaction, which etcd (and Ordo) accept.
+		req.Revision = g.compactRev
 	default:
 		req.Revision = g.rev
 	}

@@ -1,8 +1,6 @@
 package difftest
 
 import (
-	"bytes"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -19,59 +17,6 @@ type knownBug struct {
 }
 
 var knownBugs = []knownBug{
-	{
-		name:  "watch-empty-range",
-		where: "internal/server/watch.go (watchStream.create)",
-		// etcd refuses a watch whose range end is not above its key (from-key aside): the
-		// created response is canceled with watch_id -1 and "mvcc: watcher range is empty".
-		// Ordo creates the watch.
-		match: func(_ *leaseIDs, req proto.Message, e, o result) bool {
-			c, ok := req.(*pb.WatchCreateRequest)
-			if !ok || e.err != nil || o.err != nil {
-				return false
-			}
-			er := e.resp.(*pb.WatchResponse)
-			return len(c.RangeEnd) > 0 && !bytes.Equal(c.RangeEnd, []byte{0}) && bytes.Compare(c.Key, c.RangeEnd) >= 0 &&
-				er.Canceled && er.CancelReason == "mvcc: watcher range is empty" && !o.resp.(*pb.WatchResponse).Canceled
-		},
-	},
-	{
-		name:  "watch-prevkv-within-txn",
-		where: "internal/mvcc/writer.go (PrevKV of the events of one txn)",
-		// When one txn changes a key twice (a put and a from-key delete, which the
-		// duplicate-key check lets through), etcd gives both events the prev_kv of the key
-		// before the txn (it reads revision mod_revision-1). Ordo gives the second event the
-		// key as the first one left it (or none after a delete), also when etcd gives none
-		// because the txn created the key.
-		match: func(ids *leaseIDs, req proto.Message, e, o result) bool {
-			if _, ok := req.(*pb.WatchCreateRequest); !ok || e.err != nil || o.err != nil {
-				return false
-			}
-			en, on := normalise(ids, e.resp, o.resp)
-			eh, oh := en.(*pb.WatchResponse), on.(*pb.WatchResponse)
-			if len(eh.Events) != len(oh.Events) {
-				return false
-			}
-			fixed := false
-			for i, ev := range eh.Events {
-				ov := oh.Events[i]
-				if proto.Equal(ev.PrevKv, ov.PrevKv) || ev.Kv == nil || ov.Kv == nil {
-					continue
-				}
-				rev := ev.Kv.ModRevision
-				if ev.PrevKv == nil && ov.PrevKv != nil && ov.PrevKv.ModRevision < rev && rev <= ids.compactRev {
-					ov.PrevKv = nil // the intended watch-prevkv-compacted difference, in the same history
-					continue
-				}
-				if (ev.PrevKv != nil && ev.PrevKv.ModRevision >= rev) || (ov.PrevKv != nil && ov.PrevKv.ModRevision != rev) {
-					return false
-				}
-				ov.PrevKv = ev.PrevKv
-				fixed = true
-			}
-			return fixed && proto.Equal(eh, oh)
-		},
-	},
 	{
 		name:     "watch-prevkv-compacted",
 		intended: true,

@@ -148,11 +148,10 @@ func checkRangeRev(r Reader, req *pb.RangeRequest) error {
 }
 
 // checkTxnRangeRev checks the revision of a range inside a txn. Unlike a plain range, where a
-// negative revision reads the current one, etcd refuses it in a txn as compacted once the store
-// has been compacted (it compares it with the compact revision, which is -1 before the first
-// compaction and 0 in Ordo).
+// negative revision reads the current one, etcd refuses it in a txn as compacted when it is
+// below the compact revision (which is -1 before the first compaction, in both).
 func checkTxnRangeRev(r Reader, req *pb.RangeRequest) error {
-	if req.Revision < 0 && r.CompactRev() > 0 {
+	if req.Revision < 0 && req.Revision < r.CompactRev() {
 		return rpctypes.ErrGRPCCompacted
 	}
 	return checkRangeRev(r, req)

@@ -14,7 +14,9 @@
 // Reads name a revision between the compact revision and the current revision (0 = the
 // current one). Compacting at C makes reads below C fail with ErrCompacted and then
 // physically removes, for every key, every version superseded at or before C, and the
-// newest version <= C if it is a tombstone.
+// newest version <= C if it is a tombstone. As in etcd, a store that was never compacted has
+// compact revision -1, so the first compaction may be at revision 0 (a no-op apart from the
+// compact revision) and later ones must be above the compact revision.
 //
 // # Key layout
 //
@@ -48,7 +50,8 @@
 //
 // Metadata. 'm' "compact" holds the compact revision (also the scheduled physical
 // compaction) and 'm' "finished" the revision through which physical compaction has
-// completed; both are 8-byte big-endian revisions, absent meaning 0. The current revision
+// completed; both are 8-byte big-endian revisions, absent meaning -1 (never compacted) and 0
+// respectively. The current revision
 // is not stored: it is the main revision of the newest history entry (1 if there is none).
 //
 // # Invariants

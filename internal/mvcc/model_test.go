@@ -27,7 +27,7 @@ type modelVersion struct {
 	kv        *mvccpb.KeyValue // nil for a tombstone
 }
 
-func newModel() *model { return &model{versions: map[string][]modelVersion{}, rev: 1} }
+func newModel() *model { return &model{versions: map[string][]modelVersion{}, rev: 1, compact: -1} }
 
 func (m *model) clone() *model {
 	c := &model{versions: map[string][]modelVersion{}, rev: m.rev, sub: m.sub, compact: m.compact}
@@ -86,7 +86,13 @@ func (m *model) put(key, value []byte, lease int64) *mvccpb.KeyValue {
 		kv.Version = prev.Version + 1
 	}
 	m.versions[string(key)] = append(m.versions[string(key)], modelVersion{rev, m.sub, kv})
-	m.events = append(m.events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
+	// An event's PrevKV is the key before the txn (etcd reads it at mod_revision-1); a put
+	// that starts the key's life has none.
+	var evPrev *mvccpb.KeyValue
+	if kv.CreateRevision != rev {
+		evPrev = m.get(string(key), rev-1)
+	}
+	m.events = append(m.events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: evPrev})
 	m.sub++
 	return prev
 }
@@ -98,7 +104,7 @@ func (m *model) deleteRange(key, end []byte) []*mvccpb.KeyValue {
 		k := string(prev.Key)
 		m.versions[k] = append(m.versions[k], modelVersion{rev, m.sub, nil})
 		m.events = append(m.events, Event{Type: mvccpb.Event_DELETE,
-			KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev})
+			KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: m.get(k, rev-1)})
 		m.sub++
 	}
 	return del

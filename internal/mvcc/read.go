@@ -245,17 +245,26 @@ func (er *eventReader) read(main, sub int64, hv []byte) (ev Event, ok bool, err 
 	default:
 		return Event{}, false, fmt.Errorf("mvcc: history entry %d/%d has unknown kind %d", main, sub, kind)
 	}
-	// The next version of the key is the previous one.
-	if er.it.Next() && hasKeyPrefix(er.it.Key(), sc.pfx) {
+	// PrevKV is the key before the transaction, as etcd reads it at mod_revision-1: the
+	// newest older version with a lower main revision (skipping earlier changes of the same
+	// transaction), if it is a put. A put that starts the key's life has none.
+	if ev.Type == mvccpb.Event_PUT && ev.KV.CreateRevision == main {
+		return ev, true, nil
+	}
+	for er.it.Next() && hasKeyPrefix(er.it.Key(), sc.pfx) {
 		pk, err := parseVersionKey(er.it.Key())
 		if err != nil {
 			return Event{}, false, err
+		}
+		if pk.main == main {
+			continue
 		}
 		if pk.kind == kindPut {
 			if ev.PrevKV, err = er.alloc.decode(er.it, pk, false); err != nil {
 				return Event{}, false, err
 			}
 		}
+		break
 	}
 	if err := er.it.Error(); err != nil {
 		return Event{}, false, fmt.Errorf("mvcc: events: iterate versions: %w", err)

@@ -118,11 +118,11 @@ func (s *Store) Reload() error {
 
 // load reads the revisions kept in the DB into s.
 func (s *Store) load() error {
-	compact, err := getMetaRev(s.db, metaCompactKey)
+	compact, err := getMetaRev(s.db, metaCompactKey, -1)
 	if err != nil {
 		return fmt.Errorf("load compact revision: %w", err)
 	}
-	finished, err := getMetaRev(s.db, metaFinishedKey)
+	finished, err := getMetaRev(s.db, metaFinishedKey, 0)
 	if err != nil {
 		return fmt.Errorf("load finished compaction revision: %w", err)
 	}
@@ -130,7 +130,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("load current revision: %w", err)
 	}
-	if compact > current || finished > compact {
+	if compact > current || finished > max(compact, 0) {
 		return fmt.Errorf("inconsistent revisions: current %d, compact %d, finished compaction %d",
 			current, compact, finished)
 	}
@@ -141,11 +141,11 @@ func (s *Store) load() error {
 	return nil
 }
 
-// getMetaRev reads a revision from the meta table, 0 if it is absent.
-func getMetaRev(db *pebble.DB, key []byte) (int64, error) {
+// getMetaRev reads a revision from the meta table, absent if it is not there.
+func getMetaRev(db *pebble.DB, key []byte, absent int64) (int64, error) {
 	v, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, nil
+		return absent, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("get %q: %w", key, err)
@@ -188,7 +188,8 @@ func lastHistoryRev(db *pebble.DB) (int64, error) {
 func (s *Store) CurrentRev() int64 { return s.currentRev.Load() }
 
 // CompactRev returns the published compact revision: reads below it fail with
-// ErrCompacted. It is 0 if the store was never compacted.
+// ErrCompacted. It is -1 if the store was never compacted, as in etcd: a first compaction at
+// revision 0 is accepted (and changes nothing but this revision).
 func (s *Store) CompactRev() int64 { return s.compactRev.Load() }
 
 // PendingCompaction returns the newest scheduled compaction whose physical removal has not

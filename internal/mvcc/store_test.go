@@ -13,8 +13,8 @@ func TestEmptyStore(t *testing.T) {
 	if got := s.CurrentRev(); got != 1 {
 		t.Fatalf("CurrentRev of empty store = %d, want 1", got)
 	}
-	if got := s.CompactRev(); got != 0 {
-		t.Fatalf("CompactRev of empty store = %d, want 0", got)
+	if got := s.CompactRev(); got != -1 {
+		t.Fatalf("CompactRev of empty store = %d, want -1 (never compacted)", got)
 	}
 	if _, ok := s.PendingCompaction(); ok {
 		t.Fatal("pending compaction in empty store")

@@ -45,8 +45,9 @@ type Writer struct {
 	flip   int
 	sc     scanner
 
-	key []byte // encode buffers
-	val []byte
+	key  []byte // encode buffers
+	val  []byte
+	seek []byte
 }
 
 func (w *Writer) check() error {
@@ -147,6 +148,19 @@ func (w *Writer) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue, err
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("mvcc: put %q: read previous version: %w", key, err)
 	}
+	// The event's previous value is the key before the transaction, as etcd reads it at
+	// mod_revision-1; a put that starts the key's life has none, even when the transaction
+	// deleted an older life of the key first. Only a key this transaction already changed
+	// needs a second look.
+	var evPrev *mvccpb.KeyValue
+	if create != rev {
+		evPrev = prev
+		if prev.ModRevision == rev {
+			if evPrev, err = w.beforeTxn(key); err != nil {
+				return nil, fmt.Errorf("mvcc: put %q: %w", key, err)
+			}
+		}
+	}
 
 	w.key = appendVersionKey(w.key[:0], key, rev, sub, kindPut)
 	w.val = appendPutValue(w.val[:0], create, ver, lease, value)
@@ -166,9 +180,35 @@ func (w *Writer) Put(key, value []byte, lease int64) (prev *mvccpb.KeyValue, err
 	kv.ModRevision = rev
 	kv.Version = ver
 	kv.Lease = lease
-	w.events = append(w.events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
+	w.events = append(w.events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: evPrev})
 	w.sub++
 	return prev, nil
+}
+
+// beforeTxn returns key as it was before the open transaction: its newest version below the
+// transaction's revision if that is a put, nil if it is a tombstone or there is none.
+func (w *Writer) beforeTxn(key []byte) (*mvccpb.KeyValue, error) {
+	it, lower, _, err := w.iter(key, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.seek = appendInvMain(append(w.seek[:0], lower...), w.rev)
+	var kv *mvccpb.KeyValue
+	if it.SeekGE(w.seek) {
+		vk, err := parseVersionKey(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		if vk.kind == kindPut {
+			if kv, err = w.alloc.decode(it, vk, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read version before revision %d: %w", w.rev+1, err)
+	}
+	return kv, nil
 }
 
 func (w *Writer) setHistory(rev, sub int64, kind byte, key []byte) error {
@@ -199,6 +239,13 @@ func (w *Writer) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue, err e
 	}
 	rev := w.rev + 1
 	for _, prev := range deleted {
+		// As for a put, the event's previous value is the key before the transaction.
+		evPrev := prev
+		if prev.ModRevision == rev {
+			if evPrev, err = w.beforeTxn(prev.Key); err != nil {
+				return nil, fmt.Errorf("mvcc: delete %q: %w", prev.Key, err)
+			}
+		}
 		sub := w.sub
 		w.key = appendVersionKey(w.key[:0], prev.Key, rev, sub, kindTombstone)
 		if err := w.b.Set(w.key, nil, nil); err != nil {
@@ -210,7 +257,7 @@ func (w *Writer) DeleteRange(key, end []byte) (deleted []*mvccpb.KeyValue, err e
 		kv := w.alloc.newKV()
 		kv.Key = prev.Key
 		kv.ModRevision = rev
-		w.events = append(w.events, Event{Type: mvccpb.Event_DELETE, KV: kv, PrevKV: prev})
+		w.events = append(w.events, Event{Type: mvccpb.Event_DELETE, KV: kv, PrevKV: evPrev})
 		w.sub++
 	}
 	return deleted, nil
@@ -229,7 +276,9 @@ func (w *Writer) EndTxn() int64 {
 
 // Compact schedules a compaction at rev: reads below rev fail with ErrCompacted from now on
 // (for this writer, and for readers once published). It fails with ErrCompacted if rev is
-// not above the compact revision and with ErrFutureRev if it is above the current revision.
+// not above the compact revision (-1 before the first compaction, so a first compaction at
+// revision 0 is accepted, as etcd does) and with ErrFutureRev if it is above the current
+// revision.
 // The compaction does not consume a revision. Physical removal happens later, in
 // Store.Compact, after the batch was committed and the writer published.
 func (w *Writer) Compact(rev int64) error {

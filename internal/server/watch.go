@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sort"
@@ -45,6 +46,10 @@ const maxPendingControl = 1024
 
 // errDuplicateWatchID is etcd's cancel reason for a client-chosen id already in use.
 var errDuplicateWatchID = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
+
+// errEmptyWatchRange is etcd's cancel reason for a watch whose range end is not above its key
+// (a from-key watch, range end "\x00", aside).
+var errEmptyWatchRange = errors.New("mvcc: watcher range is empty")
 
 // watchServer is etcd's Watch service.
 type watchServer struct {
@@ -194,6 +199,12 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 		end = nil
 	case len(end) == 1 && end[0] == 0:
 		end = []byte{}
+	}
+	// As in etcd, the empty range is refused before an id is taken or checked for duplicates.
+	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
+		ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+			WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: errEmptyWatchRange.Error()})
+		return
 	}
 	id := cr.WatchId
 	if id == 0 {
