@@ -260,6 +260,9 @@ func runSuite(t *testing.T, size int, d time.Duration, faults []fault, wl check.
 	if wl.OpTimeout == 0 {
 		wl.OpTimeout = 2 * time.Second
 	}
+	if os.Getenv("ORDO_LONG_TESTS") != "" {
+		wl.CheckTimeout = 15 * time.Minute // histories of 50k+ operations
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
