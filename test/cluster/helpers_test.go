@@ -85,25 +85,7 @@ func newClient(t testing.TB, eps []string, cfg clientv3.Config) *clientv3.Client
 // sleep standing in for the condition.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if err != nil {
-			lastErr = err
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("%s: condition not met after %v (last error: %v)", what, timeout, lastErr)
-		case <-tick.C:
-		}
-	}
+	testcluster.WaitFor(t, timeout, what, cond)
 }
 
 // leader waits for an agreed leader among the running members.
