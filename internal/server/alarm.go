@@ -18,11 +18,12 @@ const (
 	// diskReserveBytes is the free space a member keeps on the filesystem of its data dir:
 	// below it, writes are refused and NOSPACE is raised. Pebble takes space in steps: a new
 	// WAL is preallocated at 1.1 memtables (70 MiB) and a memtable flush writes up to one
-	// memtable (64 MiB) of sstables; the reserve covers both plus slack, so the alarm entries
-	// and the deletes and compactions an operator issues to recover still fit.
-	diskReserveBytes = 160 << 20
-	// diskCheckInterval bounds how often the free space is read (statfs).
-	diskCheckInterval = time.Second
+	// memtable (64 MiB) of sstables, and a second memtable may be flushing and compactions
+	// write their output before they free their input; the reserve covers that plus slack, so
+	// the alarm entries and the deletes and compactions an operator issues to recover still fit.
+	diskReserveBytes = 320 << 20
+	// diskCheckInterval bounds how often the free space is read (statfs, a cheap call).
+	diskCheckInterval = 100 * time.Millisecond
 	// sizeCheckInterval bounds how often the database size is recomputed from Pebble's
 	// metrics; a burst of writes within it may pass the quota by that much.
 	sizeCheckInterval = 100 * time.Millisecond

@@ -53,7 +53,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 // After the filler is deleted, the member restarted and the alarm disarmed, every acknowledged
 // write is there and writes work again.
 func TestDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, 400<<20)
+	mnt := mountTmpfs(t, 800<<20)
 	dataDir := filepath.Join(mnt, "data")
 	c := testcluster.New(t, 1, testcluster.Options{Process: true, Quiet: true, Args: []string{"--data-dir", dataDir}})
 	m := c.Members[0]
@@ -62,7 +62,7 @@ func TestDiskFull(t *testing.T) {
 	val := strings.Repeat("x", 1<<20)
 	var acked []string
 	var err error
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 600; i++ {
 		key := fmt.Sprintf("k%04d", i)
 		if _, err = cli.Put(ctx(t), key, val); err != nil {
 			break
