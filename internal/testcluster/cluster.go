@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -70,6 +71,33 @@ type Member struct {
 	proc *process       // process mode
 }
 
+// dataRoot returns a fresh directory for one member's data, removed when the test ends, after
+// the cluster stopped (cleanups run last-registered first, and New registers Close later).
+// Unlike t.TempDir, the removal is retried for a while: a file written just as a member's
+// storage closes once made t.TempDir's single RemoveAll fail a test that had passed.
+func dataRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ordo-member-")
+	if err != nil {
+		t.Fatalf("member data dir: %v", err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Logf("leaving member data dir %s: %v", dir, err)
+				return
+			}
+			waitShort()
+		}
+	})
+	return dir
+}
+
 // FreePorts reserves n loopback ports (they are released before use, as in every such harness).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
@@ -103,7 +131,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		m := &Member{
 			c:             c,
 			Name:          fmt.Sprintf("m%d", i),
-			DataDir:       filepath.Join(t.TempDir(), "data.ordo"),
+			DataDir:       filepath.Join(dataRoot(t), "data.ordo"),
 			ClientURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
 			ListenPeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 		}
