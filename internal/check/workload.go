@@ -54,6 +54,9 @@ type Config struct {
 	Logger *zap.Logger
 	// VisualizePath, if set, receives porcupine's HTML visualisation of the history.
 	VisualizePath string
+	// VisualizeFailurePath, if set, receives the visualisation only when the history is not
+	// linearizable.
+	VisualizeFailurePath string
 }
 
 func (c *Config) defaults() {
@@ -298,9 +301,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if res == porcupine.Illegal {
 		rep.addViolation("linearizability", "the history is not linearizable (seed %d)", cfg.Seed)
 	}
-	if cfg.VisualizePath != "" {
+	if path := cfg.VisualizePath; path != "" || (res == porcupine.Illegal && cfg.VisualizeFailurePath != "") {
+		if path == "" {
+			path = cfg.VisualizeFailurePath
+		}
 		_, info := porcupine.CheckOperationsVerbose(model, history, cfg.CheckTimeout)
-		if err := porcupine.VisualizePath(model, info, cfg.VisualizePath); err != nil {
+		if err := porcupine.VisualizePath(model, info, path); err != nil {
 			lg.Warn("cannot write the visualisation", zap.Error(err))
 		}
 	}

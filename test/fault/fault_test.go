@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,6 +258,7 @@ func runSuite(t *testing.T, size int, d time.Duration, faults []fault, wl check.
 		},
 	}
 	wl.Endpoints, wl.Duration, wl.Seed, wl.Exclusive = eps, d, s, true
+	wl.VisualizeFailurePath = filepath.Join(logDir, "history.html")
 	if wl.OpTimeout == 0 {
 		wl.OpTimeout = 2 * time.Second
 	}
