@@ -629,7 +629,9 @@ func (w *worker) revoke(ctx context.Context, id int64) {
 	in := input{Kind: opRevoke, Lease: id, ClientID: w.id}
 	call := w.rec.now()
 	octx, cancel := w.opCtx(ctx)
-	_, err := w.cli.Revoke(octx, clientv3.LeaseID(id))
+	// The raw service, not clientv3's Revoke: clientv3 retries a revocation whose connection
+	// broke, so a revocation that took effect could come back as "lease not found".
+	_, err := pb.NewLeaseClient(w.cli.ActiveConnection()).LeaseRevoke(octx, &pb.LeaseRevokeRequest{ID: id})
 	cancel()
 	if err != nil {
 		w.rec.add(w.id, in, call, classify(err))
