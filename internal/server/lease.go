@@ -247,7 +247,6 @@ func (m *Member) runLeaseClock() {
 	sem := make(chan struct{}, 64)
 	var inflight sync.Map
 	leading := false
-	var leadTerm uint64
 	for {
 		select {
 		case <-ticker.C:
@@ -255,16 +254,11 @@ func (m *Member) runLeaseClock() {
 			return
 		}
 		if m.node.Leader() != m.id {
-			if leading {
-				leading = false
-				m.leases.Follow()
-			}
+			leading = false
 			continue
 		}
-		// A member that lost and won leadership between two checks leads in a new term: it
-		// starts leading again, so that the election is not counted either.
-		if term := m.node.Term(); !leading || term != leadTerm {
-			leading, leadTerm = true, term
+		if !leading {
+			leading = true
 			m.leases.Lead()
 		}
 		now := m.leases.Now()
