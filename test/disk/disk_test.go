@@ -3,6 +3,7 @@ package disk
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -59,7 +60,12 @@ func TestDiskFull(t *testing.T) {
 	m := c.Members[0]
 	cli := c.Client()
 
-	val := strings.Repeat("x", 1<<20)
+	// Incompressible values: Pebble compresses blocks, and a repeated byte would take no space.
+	raw := make([]byte, 1<<20)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	val := string(raw)
 	var acked []string
 	var err error
 	for i := 0; i < 600; i++ {
