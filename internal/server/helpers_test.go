@@ -188,27 +188,10 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// waitFor polls cond until it holds or timeout passes. It waits on a ticker, never a bare
-// sleep standing in for the condition.
+// waitFor polls cond until it holds or timeout passes (testcluster.WaitFor).
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		lastErr = err
-		select {
-		case <-deadline.C:
-			t.Fatalf("%s: condition not met after %v (last error: %v)", what, timeout, lastErr)
-		case <-tick.C:
-		}
-	}
+	testcluster.WaitFor(t, timeout, what, cond)
 }
 
 // hostPort returns the host:port of a member's client URL.
