@@ -1,9 +1,9 @@
 package server_test
 
 import (
+	"crypto/rand"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -171,19 +171,24 @@ func TestAlarmQuota(t *testing.T) {
 	const quota = 8 << 20
 	c := testcluster.New(t, 1, testcluster.Options{Args: []string{"--quota-backend-bytes", fmt.Sprint(quota)}})
 	cli := c.Client()
-	val := strings.Repeat("v", 256<<10)
+	// Incompressible values: the quota bounds the database's size on disk, and Pebble would
+	// compress a repeated byte to almost nothing, letting more logical bytes in.
+	raw := make([]byte, 256<<10)
 	var acked []string
 	var err error
 	for i := 0; i < 200; i++ {
 		key := fmt.Sprintf("q/%04d", i)
-		if _, err = cli.Put(ctx(t), key, val); err != nil {
+		if _, rerr := rand.Read(raw); rerr != nil {
+			t.Fatal(rerr)
+		}
+		if _, err = cli.Put(ctx(t), key, string(raw)); err != nil {
 			break
 		}
 		acked = append(acked, key)
 	}
 	wantErr(t, "put past the quota", err, rpctypes.ErrGRPCNoSpace)
-	if len(acked) == 0 || len(acked)*len(val) > quota {
-		t.Fatalf("%d puts of %d bytes acknowledged under a quota of %d bytes", len(acked), len(val), quota)
+	if len(acked) == 0 || len(acked)*len(raw) > quota {
+		t.Fatalf("%d puts of %d bytes acknowledged under a quota of %d bytes", len(acked), len(raw), quota)
 	}
 	st, err := cli.Status(ctx(t), c.Members[0].ClientURL)
 	if err != nil {
