@@ -43,25 +43,6 @@ var knownBugs = []knownBug{
 			return fixed && proto.Equal(eh, oh)
 		},
 	},
-	{
-		name:  "lease-clock-slow",
-		where: "internal/lease/lease.go (Store.Tick re-anchors the clock at apply time)",
-		// Ordo's lease clock loses the propose-to-apply latency of every tick, so under
-		// load the remaining TTL of a lease falls behind etcd's (leases live longer than
-		// their TTL).
-		match: func(ids *leaseIDs, req proto.Message, e, o result) bool {
-			if _, ok := req.(*pb.LeaseTimeToLiveRequest); !ok || e.err != nil || o.err != nil {
-				return false
-			}
-			en, on := normalise(ids, e.resp, o.resp)
-			et, ot := en.(*pb.LeaseTimeToLiveResponse), on.(*pb.LeaseTimeToLiveResponse)
-			if et.TTL <= 0 || ot.TTL <= et.TTL {
-				return false
-			}
-			ot.TTL = et.TTL
-			return proto.Equal(et, ot)
-		},
-	},
 }
 
 func matchKnown(ids *leaseIDs, req proto.Message, e, o result) *knownBug {

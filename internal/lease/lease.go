@@ -2,17 +2,27 @@
 // and the keys attached to them.
 //
 // Deadlines survive leader changes because they are not measured on any member's clock. The
-// leader proposes a clock tick every TickInterval carrying its estimate of the lease clock (the
-// last applied tick plus the time it has measured since). Every member applies the same ticks,
-// so every member holds the same clock value, and a grant or keep-alive sets
+// leader proposes a clock tick every TickInterval carrying its estimate of the lease clock.
+// Every member applies the same ticks, so every member holds the same clock value, and a grant
+// or keep-alive sets
 //
 //	deadline = applied clock + TTL + TickInterval + tickSlack
 //
-// The applied clock lags the leader's estimate by at most one tick interval, which the added
-// interval covers: a lease never expires before TTL after its last keep-alive was applied. A new
-// leader continues the clock from the last applied tick, so the time between the old leader's
-// last tick and the new leader's first one is not counted: across a leader change a lease lives
-// at most that long (about one election) beyond its deadline, and is never reset to a full TTL.
+// The leader's estimate is the applied clock as of the moment it started leading plus the time
+// its own monotonic clock measured since (or the applied clock, if that is ahead): it is not
+// re-anchored when one of its own ticks is applied, so the time a tick spends between the
+// leader's estimate and its application is not lost, and the clock keeps wall-clock pace under
+// any commit latency. The applied clock lags that estimate by at most one tick interval plus the
+// commit time of a tick, which the added interval covers while ticks commit within tickSlack.
+// Beyond that the leader does not depend on the margin: every member also notes, in memory,
+// its own estimate plus the TTL when it applies a grant or keep-alive, and the leader expires a
+// lease only once its estimate has passed that too, so with a steady leader a lease never
+// expires before TTL after its last keep-alive was applied, whatever the commit latency.
+//
+// A new leader continues the clock from the last applied tick, counting from the moment it
+// became leader, so the time between the old leader's last tick and the new leader's first
+// one is not counted: across a leader change a lease lives at most that long (about one
+// election) beyond its deadline, and is never reset to a full TTL.
 //
 // Keyspace (prefix 0x04): 'l' id(8) -> ttl(8) deadline(8); 'k' id(8) key -> "" for each
 // attached key; 'c' -> the lease clock in milliseconds.
@@ -65,24 +75,46 @@ type Lease struct {
 	ID       int64
 	TTL      int64 // granted TTL in seconds
 	Deadline int64 // lease clock (ms) at which it expires
+
+	// notBefore is this member's own clock estimate when it applied the grant or last
+	// keep-alive, plus the TTL: it does not let the lease expire earlier even if the applied
+	// clock lagged its estimate by more than the deadline's margin. Kept in memory only (0
+	// after a restart or a snapshot), as it is this member's measurement, not replicated state.
+	notBefore int64
 }
+
+// expiresAt is the clock estimate at which this member lets l expire.
+func (l *Lease) expiresAt() int64 { return max(l.Deadline, l.notBefore) }
 
 // Store holds every lease in memory (ids, TTLs and deadlines; attached keys stay on disk) and
 // applies changes into the apply loop's batches. Only the apply goroutine changes it.
 type Store struct {
 	db *pebble.DB
+	// now reads this member's monotonic clock (time.Now; tests replace it).
+	now func() time.Time
 
 	mu struct {
 		sync.Mutex
-		leases  map[int64]*Lease
-		clock   int64     // applied lease clock, ms
-		clockAt time.Time // when this member applied it
+		leases map[int64]*Lease
+		clock  int64 // applied lease clock, ms
+		// This member's estimate of the lease clock is base plus the time since at, and never
+		// less than an estimate it gave before (last), except when it starts leading. A leader
+		// sets base and at when it starts leading and moves them only to an applied clock that
+		// is ahead of its estimate; any other member moves them to every tick it applies.
+		leading bool
+		base    int64
+		at      time.Time
+		last    int64
 	}
 }
 
 // Open loads the leases kept in db.
 func Open(db *pebble.DB) (*Store, error) {
-	s := &Store{db: db}
+	return open(db, time.Now)
+}
+
+func open(db *pebble.DB, now func() time.Time) (*Store, error) {
+	s := &Store{db: db, now: now}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -121,25 +153,70 @@ func (s *Store) Reload() error {
 		_ = closer.Close()
 	}
 	s.mu.Lock()
-	s.mu.leases, s.mu.clock, s.mu.clockAt = leases, clock, time.Now()
+	s.mu.leases, s.mu.clock = leases, clock
+	if s.mu.at.IsZero() {
+		s.mu.base, s.mu.at = clock, s.now()
+	} else {
+		s.appliedLocked()
+	}
 	s.mu.Unlock()
 	return nil
 }
 
-// Now is this member's estimate of the lease clock: the applied clock plus the time since.
+// Now is this member's estimate of the lease clock. On the leader: the applied clock as of
+// the moment it started leading plus the time since, or the applied clock if that is ahead. On
+// any other member: the last applied tick plus the time since it was applied. Either way it
+// never moves backwards, except once when the member starts leading (see Lead).
 func (s *Store) Now() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.mu.clock + time.Since(s.mu.clockAt).Milliseconds()
+	return s.nowLocked()
+}
+
+func (s *Store) nowLocked() int64 {
+	est := max(s.mu.base+s.now().Sub(s.mu.at).Milliseconds(), s.mu.last)
+	s.mu.last = est
+	return est
+}
+
+// appliedLocked re-anchors the estimate after the applied clock changed: a member that does
+// not lead takes every applied tick; the leader takes it only if it is ahead of its estimate
+// (a tick of an earlier leader applied late), as its own ticks carry its own estimate and
+// re-anchoring on them would lose the time each spent being committed.
+func (s *Store) appliedLocked() {
+	at := s.now()
+	if est := s.nowLocked(); !s.mu.leading || s.mu.clock > est {
+		s.mu.base, s.mu.at = s.mu.clock, at
+	}
 }
 
 // Lead is called when this member becomes leader: its clock estimate continues from the
-// applied clock as of now, so the time no leader ticked (the election) is not counted and no
-// deadline set from the applied clock can pass early.
+// applied clock as of now, counted on this member's monotonic clock from now on, so the time
+// no leader ticked (the election) is not counted and no deadline set from the applied clock can
+// pass early. This is the one time the estimate may move backwards: a former follower's
+// estimate kept counting through the election (and a member that restarted kept counting while
+// it waited for a quorum). The in-memory notes were taken on the old estimate, so they move by
+// the same step: each still lies as far ahead of the estimate as when it was taken, and a lease
+// granted or renewed while no leader ticked is not kept alive for the time nobody led.
 func (s *Store) Lead() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mu.clockAt = time.Now()
+	step := s.nowLocked() - s.mu.clock
+	s.mu.leading = true
+	s.mu.base, s.mu.at, s.mu.last = s.mu.clock, s.now(), s.mu.clock
+	for _, l := range s.mu.leases {
+		if l.notBefore != 0 {
+			l.notBefore -= step
+		}
+	}
+}
+
+// Follow is called when this member stops leading: from the next applied tick on, its
+// estimate follows the applied clock again (never moving backwards).
+func (s *Store) Follow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.leading = false
 }
 
 // Lookup returns a copy of lease id.
@@ -166,7 +243,7 @@ func (s *Store) Remaining(id int64) (time.Duration, bool) {
 	if !ok {
 		return 0, false
 	}
-	return time.Duration(max(l.Deadline-now, 0)) * time.Millisecond, true
+	return time.Duration(max(l.expiresAt()-now, 0)) * time.Millisecond, true
 }
 
 // IDs lists every lease id in order.
@@ -181,18 +258,19 @@ func (s *Store) IDs() []int64 {
 	return ids
 }
 
-// Expired returns up to limit leases whose deadline has passed by clock now, earliest first,
-// as copies taken together: each carries the deadline the decision was made on.
+// Expired returns up to limit leases whose deadline has passed by clock now (and that this
+// member has not seen renewed less than their TTL ago by its own estimate), earliest first, as
+// copies taken together: each carries the deadline the decision was made on.
 func (s *Store) Expired(now int64, limit int) []Lease {
 	s.mu.Lock()
 	var out []Lease
 	for _, l := range s.mu.leases {
-		if l.Deadline <= now {
+		if l.expiresAt() <= now {
 			out = append(out, *l)
 		}
 	}
 	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Deadline < out[j].Deadline })
+	sort.Slice(out, func(i, j int) bool { return out[i].expiresAt() < out[j].expiresAt() })
 	return out[:min(len(out), limit)]
 }
 
@@ -213,7 +291,7 @@ func (s *Store) Grant(b *pebble.Batch, id, ttl int64) (Lease, error) {
 	if _, ok := s.mu.leases[id]; ok {
 		return Lease{}, ErrExists
 	}
-	l := &Lease{ID: id, TTL: ttl, Deadline: s.deadlineLocked(ttl)}
+	l := &Lease{ID: id, TTL: ttl, Deadline: s.deadlineLocked(ttl), notBefore: s.nowLocked() + ttl*1000}
 	if err := s.writeLocked(b, l); err != nil {
 		return Lease{}, err
 	}
@@ -229,7 +307,7 @@ func (s *Store) Renew(b *pebble.Batch, id int64) (Lease, error) {
 	if !ok {
 		return Lease{}, ErrNotFound
 	}
-	l.Deadline = s.deadlineLocked(l.TTL)
+	l.Deadline, l.notBefore = s.deadlineLocked(l.TTL), s.nowLocked()+l.TTL*1000
 	if err := s.writeLocked(b, l); err != nil {
 		return Lease{}, err
 	}
@@ -246,7 +324,8 @@ func (s *Store) Tick(b *pebble.Batch, clock int64) error {
 	if err := b.Set(keyClock, binary.BigEndian.AppendUint64(nil, uint64(clock)), nil); err != nil {
 		return err
 	}
-	s.mu.clock, s.mu.clockAt = clock, time.Now()
+	s.mu.clock = clock
+	s.appliedLocked()
 	return nil
 }
 

@@ -247,6 +247,7 @@ func (m *Member) runLeaseClock() {
 	sem := make(chan struct{}, 64)
 	var inflight sync.Map
 	leading := false
+	var leadTerm uint64
 	for {
 		select {
 		case <-ticker.C:
@@ -254,11 +255,16 @@ func (m *Member) runLeaseClock() {
 			return
 		}
 		if m.node.Leader() != m.id {
-			leading = false
+			if leading {
+				leading = false
+				m.leases.Follow()
+			}
 			continue
 		}
-		if !leading {
-			leading = true
+		// A member that lost and won leadership between two checks leads in a new term: it
+		// starts leading again, so that the election is not counted either.
+		if term := m.node.Term(); !leading || term != leadTerm {
+			leading, leadTerm = true, term
 			m.leases.Lead()
 		}
 		now := m.leases.Now()
