@@ -307,7 +307,10 @@ func (s *Store) Renew(b *pebble.Batch, id int64) (Lease, error) {
 	if !ok {
 		return Lease{}, ErrNotFound
 	}
-	l.Deadline, l.notBefore = s.deadlineLocked(l.TTL), s.nowLocked()+l.TTL*1000
+	// The deadline moves forward on every renewal, even when the applied clock did not
+	// (ticks stalled): an expiry the leader proposed before this renewal names the old
+	// deadline and must not revoke the lease when it is applied after it.
+	l.Deadline, l.notBefore = max(s.deadlineLocked(l.TTL), l.Deadline+1), s.nowLocked()+l.TTL*1000
 	if err := s.writeLocked(b, l); err != nil {
 		return Lease{}, err
 	}

@@ -240,6 +240,14 @@ func TestRenewDuringStall(t *testing.T) {
 	if got := s.Expired(3000, 10); len(got) != 1 || got[0].Deadline != 1300 {
 		t.Fatalf("expired at estimate 3000: %v, want the lease with its deadline 1300", got)
 	}
+	// The leader proposed the expiry (naming deadline 1300); a keep-alive is applied before it,
+	// still with no tick applied: the renewal must move the deadline, or the expiry would
+	// revoke the lease it just renewed.
+	clk.set(3000)
+	apply(t, s, func(b *pebble.Batch) error { _, err := s.Renew(b, 1); return err })
+	if l, _ := s.Lookup(1); l.Deadline == 1300 {
+		t.Fatalf("deadline after a renewal with the applied clock unchanged: still %d", l.Deadline)
+	}
 }
 
 // TestFollowerClock: a member that does not lead follows the applied ticks; its estimate never

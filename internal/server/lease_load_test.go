@@ -26,7 +26,8 @@ func TestLeaseLoad(t *testing.T) {
 		t.Run("RenewRacingExpiry", func(t *testing.T) {
 			// Keep-alives sent around the moment leases expire: a keep-alive that is answered with
 			// a positive TTL renewed the lease, so the lease may not be revoked (its keys deleted)
-			// less than TTL after that answer. Many leases expire at once so that the leader's
+			// less than TTL after the keep-alive was sent (the member applied the renewal between
+			// the sending and the answer; the TTL counts from there). Many leases expire at once so that the leader's
 			// expiry proposals queue (it keeps a bounded number in flight) and keep-alives land
 			// between its expiry check and the proposal of each expiry.
 			k := keyer(t)
@@ -42,7 +43,7 @@ func TestLeaseLoad(t *testing.T) {
 				key     string
 				granted time.Time
 				delay   time.Duration
-				acks    []time.Time
+				acks    []time.Time // when each acknowledged keep-alive was sent
 			}
 			runs := make([]*leaseRun, n)
 			var wg sync.WaitGroup
@@ -105,16 +106,16 @@ func TestLeaseLoad(t *testing.T) {
 						timer := time.NewTimer(time.Until(next))
 						<-timer.C
 						cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+						sent := time.Now()
 						resp, err := cli.KeepAliveOnce(cctx, r.id)
 						cancel()
 						if err != nil || resp.TTL <= 0 {
 							return
 						}
-						now := time.Now()
 						mu.Lock()
-						r.acks = append(r.acks, now)
+						r.acks = append(r.acks, sent)
 						mu.Unlock()
-						next = now.Add(r.delay)
+						next = time.Now().Add(r.delay)
 					}
 				}()
 			}
@@ -128,6 +129,7 @@ func TestLeaseLoad(t *testing.T) {
 			defer mu.Unlock()
 			var bad []string
 			nacks := 0
+			closest := time.Duration(1 << 62) // the shortest time from a keep-alive's sending to its key's deletion
 			for _, r := range runs {
 				nacks += len(r.acks)
 				del, ok := deleted[r.key]
@@ -135,12 +137,16 @@ func TestLeaseLoad(t *testing.T) {
 					continue
 				}
 				for _, a := range r.acks {
+					if a.Before(del) {
+						closest = min(closest, del.Sub(a))
+					}
 					if a.Before(del) && del.Before(a.Add(ttl*time.Second)) {
-						bad = append(bad, fmt.Sprintf("lease %x: keep-alive answered with TTL %d at grant+%v, its key deleted %v later", r.id, ttl, a.Sub(r.granted).Round(time.Millisecond), del.Sub(a).Round(time.Millisecond)))
+						bad = append(bad, fmt.Sprintf("lease %x: keep-alive sent at grant+%v and answered with TTL %d, its key deleted %v after it was sent", r.id, a.Sub(r.granted).Round(time.Millisecond), ttl, del.Sub(a).Round(time.Millisecond)))
 					}
 				}
 			}
-			t.Logf("%d leases, %d acknowledged keep-alives, %d keys deleted, %d deleted less than TTL after an acknowledged keep-alive", n, nacks, len(deleted), len(bad))
+			t.Logf("%d leases, %d acknowledged keep-alives, %d keys deleted, %d deleted less than TTL after an acknowledged keep-alive was sent; shortest time from sending to deletion %v",
+				n, nacks, len(deleted), len(bad), closest.Round(time.Millisecond))
 			if len(bad) > 0 {
 				t.Fatalf("leases revoked right after a keep-alive renewed them:\n%s", strings.Join(bad, "\n"))
 			}
