@@ -15,9 +15,11 @@
 // any commit latency. The applied clock lags that estimate by at most one tick interval plus the
 // commit time of a tick, which the added interval covers while ticks commit within tickSlack.
 // Beyond that the leader does not depend on the margin: every member also notes, in memory,
-// its own estimate plus the TTL when it applies a grant or keep-alive, and the leader expires a
-// lease only once its estimate has passed that too, so with a steady leader a lease never
-// expires before TTL after its last keep-alive was applied, whatever the commit latency.
+// the time on its own monotonic clock TTL after it applied a grant or keep-alive, and the leader
+// expires a lease only once that time has passed too, so a lease never expires before TTL
+// after its last keep-alive was applied on the leader, whatever the commit latency and however
+// the leader's estimate moved (it moves back when a member starts leading, and a follower's
+// moves in steps with the ticks it applies).
 //
 // A new leader continues the clock from the last applied tick, counting from the moment it
 // became leader, so the time between the old leader's last tick and the new leader's first
@@ -76,15 +78,18 @@ type Lease struct {
 	TTL      int64 // granted TTL in seconds
 	Deadline int64 // lease clock (ms) at which it expires
 
-	// notBefore is this member's own clock estimate when it applied the grant or last
-	// keep-alive, plus the TTL: it does not let the lease expire earlier even if the applied
-	// clock lagged its estimate by more than the deadline's margin. Kept in memory only (0
-	// after a restart or a snapshot), as it is this member's measurement, not replicated state.
-	notBefore int64
+	// notBefore is the time on this member's monotonic clock TTL after it applied the grant
+	// or last keep-alive: the lease does not expire earlier even if the applied clock lagged
+	// the leader's estimate by more than the deadline's margin. Kept in memory only (zero after
+	// a restart or a snapshot), as it is this member's measurement, not replicated state.
+	notBefore time.Time
 }
 
-// expiresAt is the clock estimate at which this member lets l expire.
-func (l *Lease) expiresAt() int64 { return max(l.Deadline, l.notBefore) }
+// expired reports whether this member lets l expire at clock estimate now and monotonic
+// time wall.
+func (l *Lease) expired(now int64, wall time.Time) bool {
+	return l.Deadline <= now && !wall.Before(l.notBefore)
+}
 
 // Store holds every lease in memory (ids, TTLs and deadlines; attached keys stay on disk) and
 // applies changes into the apply loop's batches. Only the apply goroutine changes it.
@@ -195,20 +200,12 @@ func (s *Store) appliedLocked() {
 // no leader ticked (the election) is not counted and no deadline set from the applied clock can
 // pass early. This is the one time the estimate may move backwards: a former follower's
 // estimate kept counting through the election (and a member that restarted kept counting while
-// it waited for a quorum). The in-memory notes were taken on the old estimate, so they move by
-// the same step: each still lies as far ahead of the estimate as when it was taken, and a lease
-// granted or renewed while no leader ticked is not kept alive for the time nobody led.
+// it waited for a quorum). The in-memory notes are on the monotonic clock, so they do not move.
 func (s *Store) Lead() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	step := s.nowLocked() - s.mu.clock
 	s.mu.leading = true
 	s.mu.base, s.mu.at, s.mu.last = s.mu.clock, s.now(), s.mu.clock
-	for _, l := range s.mu.leases {
-		if l.notBefore != 0 {
-			l.notBefore -= step
-		}
-	}
 }
 
 // Follow is called when this member stops leading: from the next applied tick on, its
@@ -238,12 +235,14 @@ func (s *Store) Exists(id int64) bool {
 
 // Remaining is the time left before lease id expires, by this member's clock estimate.
 func (s *Store) Remaining(id int64) (time.Duration, bool) {
-	now := s.Now()
-	l, ok := s.Lookup(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now, wall := s.nowLocked(), s.now()
+	l, ok := s.mu.leases[id]
 	if !ok {
 		return 0, false
 	}
-	return time.Duration(max(l.expiresAt()-now, 0)) * time.Millisecond, true
+	return max(time.Duration(l.Deadline-now)*time.Millisecond, l.notBefore.Sub(wall), 0), true
 }
 
 // IDs lists every lease id in order.
@@ -259,23 +258,29 @@ func (s *Store) IDs() []int64 {
 }
 
 // Expired returns up to limit leases whose deadline has passed by clock now (and that this
-// member has not seen renewed less than their TTL ago by its own estimate), earliest first, as
-// copies taken together: each carries the deadline the decision was made on.
+// member has not seen renewed less than their TTL ago on its monotonic clock), earliest
+// deadline first, as copies taken together: each carries the deadline the decision was made on.
 func (s *Store) Expired(now int64, limit int) []Lease {
 	s.mu.Lock()
+	wall := s.now()
 	var out []Lease
 	for _, l := range s.mu.leases {
-		if l.expiresAt() <= now {
+		if l.expired(now, wall) {
 			out = append(out, *l)
 		}
 	}
 	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].expiresAt() < out[j].expiresAt() })
+	sort.Slice(out, func(i, j int) bool { return out[i].Deadline < out[j].Deadline })
 	return out[:min(len(out), limit)]
 }
 
 func (s *Store) deadlineLocked(ttl int64) int64 {
 	return s.mu.clock + ttl*1000 + (TickInterval + tickSlack).Milliseconds()
+}
+
+// notBefore is the note for a grant or renewal of ttl seconds applied now.
+func (s *Store) notBefore(ttl int64) time.Time {
+	return s.now().Add(time.Duration(min(ttl, MaxTTL)) * time.Second)
 }
 
 func (s *Store) writeLocked(b *pebble.Batch, l *Lease) error {
@@ -291,7 +296,7 @@ func (s *Store) Grant(b *pebble.Batch, id, ttl int64) (Lease, error) {
 	if _, ok := s.mu.leases[id]; ok {
 		return Lease{}, ErrExists
 	}
-	l := &Lease{ID: id, TTL: ttl, Deadline: s.deadlineLocked(ttl), notBefore: s.nowLocked() + ttl*1000}
+	l := &Lease{ID: id, TTL: ttl, Deadline: s.deadlineLocked(ttl), notBefore: s.notBefore(ttl)}
 	if err := s.writeLocked(b, l); err != nil {
 		return Lease{}, err
 	}
@@ -310,7 +315,7 @@ func (s *Store) Renew(b *pebble.Batch, id int64) (Lease, error) {
 	// The deadline moves forward on every renewal, even when the applied clock did not
 	// (ticks stalled): an expiry the leader proposed before this renewal names the old
 	// deadline and must not revoke the lease when it is applied after it.
-	l.Deadline, l.notBefore = max(s.deadlineLocked(l.TTL), l.Deadline+1), s.nowLocked()+l.TTL*1000
+	l.Deadline, l.notBefore = max(s.deadlineLocked(l.TTL), l.Deadline+1), s.notBefore(l.TTL)
 	if err := s.writeLocked(b, l); err != nil {
 		return Lease{}, err
 	}

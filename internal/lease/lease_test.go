@@ -234,16 +234,17 @@ func TestRenewDuringStall(t *testing.T) {
 	if left, _ := s.Remaining(1); left != time.Second {
 		t.Fatalf("remaining right after the grant: %v, want 1s", left)
 	}
-	if got := s.Expired(2999, 10); len(got) != 0 {
-		t.Fatalf("expired at estimate 2999 (grant applied at 2000, TTL 1 s): %v", got)
+	clk.set(2999)
+	if got := s.Expired(s.Now(), 10); len(got) != 0 {
+		t.Fatalf("expired at 2999 ms (grant applied at 2000, TTL 1 s): %v", got)
 	}
-	if got := s.Expired(3000, 10); len(got) != 1 || got[0].Deadline != 1300 {
-		t.Fatalf("expired at estimate 3000: %v, want the lease with its deadline 1300", got)
+	clk.set(3000)
+	if got := s.Expired(s.Now(), 10); len(got) != 1 || got[0].Deadline != 1300 {
+		t.Fatalf("expired at 3000 ms: %v, want the lease with its deadline 1300", got)
 	}
 	// The leader proposed the expiry (naming deadline 1300); a keep-alive is applied before it,
 	// still with no tick applied: the renewal must move the deadline, or the expiry would
 	// revoke the lease it just renewed.
-	clk.set(3000)
 	apply(t, s, func(b *pebble.Batch) error { _, err := s.Renew(b, 1); return err })
 	if l, _ := s.Lookup(1); l.Deadline == 1300 {
 		t.Fatalf("deadline after a renewal with the applied clock unchanged: still %d", l.Deadline)
@@ -324,9 +325,9 @@ func TestLeadAfterElection(t *testing.T) {
 }
 
 // TestGrantWhileNobodyLeads: a lease granted while no leader ticked (a member waiting for a
-// quorum, whose estimate kept counting) expires TTL after its grant was applied once the member
-// leads: neither the outage before the grant nor the time until the member notices that it
-// leads is added to its life, and it does not expire earlier either.
+// quorum, whose estimate kept counting) expires at its deadline once the member leads: neither
+// the outage before the grant nor the time until the member notices that it leads is added to
+// its life, and it never expires before TTL after its grant was applied.
 func TestGrantWhileNobodyLeads(t *testing.T) {
 	s, clk := testStore(t)
 	clk.set(100)
@@ -340,21 +341,33 @@ func TestGrantWhileNobodyLeads(t *testing.T) {
 	if left, _ := s.Remaining(1); left != 1300*time.Millisecond {
 		t.Fatalf("remaining after Lead: %v, want 1.3s", left)
 	}
-	if got := s.Expired(s.Now()+1299, 10); len(got) != 0 {
+	clk.set(3599)
+	if got := s.Expired(s.Now(), 10); len(got) != 0 {
 		t.Fatalf("expired 1299 ms after Lead: %v", got)
 	}
-	if got := s.Expired(s.Now()+1300, 10); len(got) != 1 {
+	clk.set(3600)
+	if got := s.Expired(s.Now(), 10); len(got) != 1 {
 		t.Fatalf("not expired 1300 ms after Lead: %v", got)
 	}
-	// A lease renewed under a leader whose ticks commit slowly keeps its note's lead over the
-	// deadline through the shift: it is never shortened below TTL after its renewal.
+	// The other way round: a lease granted on a member whose estimate then jumps ahead (it
+	// applies a tick that is ahead of it, as a follower does when a tick commits faster than
+	// the one before) still lives TTL after its grant was applied, on the monotonic clock.
 	s2, clk2 := testStore(t)
-	clk2.set(0)
-	applyTick(t, s2, 1000)
-	clk2.set(600) // the next tick is 350 ms late
+	clk2.set(300)
+	applyTick(t, s2, 0) // the leader proposed it at 0; it took 300 ms to apply here
+	clk2.set(310)
 	apply(t, s2, func(b *pebble.Batch) error { _, err := s2.Grant(b, 2, 1); return err })
-	s2.Lead() // estimate back from 1600 to 1000; the note (2600) moves with it, to 2000
-	if got := s2.Expired(1999, 10); len(got) != 0 {
-		t.Fatalf("expired before TTL after the grant: %v", got)
+	clk2.set(320)
+	applyTick(t, s2, 250) // proposed at 250, applied 70 ms later: the estimate jumps 230 ms
+	s2.Lead()
+	for ms := int64(320); ms < 1310; ms += 10 {
+		clk2.set(ms)
+		if got := s2.Expired(s2.Now()+1000, 10); len(got) != 0 {
+			t.Fatalf("at %d ms, even with the deadline passed: expired before TTL after the grant (applied at 310 ms): %v", ms, got)
+		}
+	}
+	clk2.set(1310)
+	if got := s2.Expired(s2.Now()+1000, 10); len(got) != 1 {
+		t.Fatalf("not expired at 1310 ms with the deadline passed: %v", got)
 	}
 }
