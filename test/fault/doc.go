@@ -8,7 +8,7 @@
 // watchers that saw every event in order.
 //
 // The default run is short. ORDO_LONG_TESTS=1 (or `make test-faults-long`) runs it for
-// minutes; ORDO_FAULT_DURATION overrides the workload duration of each test, ORDO_FAULT_SEED
-// replays a seed, and ORDO_FAULTS="pause leader,kill leader" narrows a run to the named
+// minutes; ORDO_FAULT_DURATION overrides the workload duration of each test, ORDO_FAULT_OPS
+// its operation bound (50,000; 500,000 in long runs), ORDO_FAULT_SEED replays a seed, and ORDO_FAULTS="pause leader,kill leader" narrows a run to the named
 // faults. The member logs of a failed run are kept, and the test prints where.
 package fault

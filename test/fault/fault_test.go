@@ -29,6 +29,21 @@ func runLength(short time.Duration) time.Duration {
 	return short
 }
 
+// opLimit bounds each test's operations as well as its time, so that the history to check
+// stays bounded on a fast machine: ORDO_FAULT_OPS, or 50,000 (500,000 in long runs). A run
+// stops at whichever bound comes first.
+func opLimit() int {
+	if s := os.Getenv("ORDO_FAULT_OPS"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			return n
+		}
+	}
+	if os.Getenv("ORDO_LONG_TESTS") != "" {
+		return 500_000
+	}
+	return 50_000
+}
+
 func seed(t *testing.T) int64 {
 	if s := os.Getenv("ORDO_FAULT_SEED"); s != "" {
 		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -257,7 +272,7 @@ func runSuite(t *testing.T, size int, d time.Duration, faults []fault, wl check.
 			return 300*time.Millisecond + time.Duration(rng.Int63n(int64(700*time.Millisecond)))
 		},
 	}
-	wl.Endpoints, wl.Duration, wl.Seed, wl.Exclusive = eps, d, s, true
+	wl.Endpoints, wl.Duration, wl.Ops, wl.Seed, wl.Exclusive = eps, d, opLimit(), s, true
 	wl.VisualizeFailurePath = filepath.Join(logDir, "history.html")
 	if wl.OpTimeout == 0 {
 		wl.OpTimeout = 2 * time.Second
