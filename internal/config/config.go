@@ -116,6 +116,7 @@ type Config struct {
 	WatchProgressNotifyInterval time.Duration // --watch-progress-notify-interval
 	WatchBufferBytes            int64         // --watch-buffer-bytes (Ordo only): memory for recent watch events
 	SkipStartupVerify           bool          // --skip-startup-verify (Ordo only): skip reading the whole store at startup
+	DiskReserveBytes            int64         // --disk-reserve-bytes (Ordo only): free space kept on the data dir's filesystem; 0 = no check
 	EnablePprof                 bool          // --enable-pprof: /debug/pprof/ on the client URLs
 
 	// Auth.
@@ -158,6 +159,15 @@ func (c *Config) ElectionTicks() int {
 	}
 	return int(c.ElectionTimeout / c.HeartbeatInterval)
 }
+
+// DefaultDiskReserveBytes is the default of --disk-reserve-bytes, the free space a member
+// keeps on the filesystem of its data dir: below it, writes are refused and NOSPACE is raised.
+// Pebble takes space in steps: a new WAL is preallocated at 1.1 memtables (70 MiB), a memtable
+// flush writes up to one memtable (64 MiB) of sstables, a second memtable may be flushing, and
+// compactions write their output before they free their input; the reserve covers that plus
+// slack, so the alarm entries and the deletes and compactions an operator issues to recover
+// still fit.
+const DefaultDiskReserveBytes = 320 << 20
 
 // BackendQuota returns the storage quota in bytes with etcd's semantics applied: 0 means the
 // 2 GiB default, and a negative value (returned as is) means no quota.

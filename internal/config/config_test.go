@@ -82,7 +82,7 @@ func mustURLs(t *testing.T, ss ...string) []url.URL {
 }
 
 // ordoFlags are Ordo's own flags, beyond etcd's.
-var ordoFlags = []string{"watch-buffer-bytes", "skip-startup-verify"}
+var ordoFlags = []string{"watch-buffer-bytes", "skip-startup-verify", "disk-reserve-bytes"}
 
 func TestFlagTableCoversEtcd(t *testing.T) {
 	tbl, err := newFlagTable(&Config{}, new(string), new(bool))
@@ -182,6 +182,7 @@ func TestDefaults(t *testing.T) {
 		AutoCompactionRetention:     "0",
 		WatchProgressNotifyInterval: 10 * time.Minute,
 		WatchBufferBytes:            64 << 20,
+		DiskReserveBytes:            320 << 20,
 		AuthToken:                   "simple",
 		BcryptCost:                  10,
 		AuthTokenTTL:                300,
@@ -668,6 +669,7 @@ func TestValidation(t *testing.T) {
 		{[]string{"--auto-compaction-retention=soon"}, "invalid --auto-compaction-retention"},
 		{[]string{"--auto-compaction-mode=revision", "--auto-compaction-retention=5m"}, "revision mode needs"},
 		{[]string{"--max-learners=0"}, "--max-learners"},
+		{[]string{"--disk-reserve-bytes=-1"}, "--disk-reserve-bytes"},
 		{[]string{"--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"}, "min version"},
 		{[]string{"--name=infra9", "--initial-cluster=infra1=http://127.0.0.1:2380"}, `couldn't find local name "infra9"`},
 		{[]string{"--initial-cluster=default=http://127.0.0.1:9999"}, "--initial-cluster has default=http://127.0.0.1:9999 but missing from --initial-advertise-peer-urls=http://localhost:2380"},

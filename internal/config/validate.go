@@ -161,6 +161,9 @@ func (c *Config) validate(lg *zap.Logger) error {
 	if c.MaxLearners < 1 {
 		return fmt.Errorf("--max-learners must be >0 (set to %d)", c.MaxLearners)
 	}
+	if c.DiskReserveBytes < 0 {
+		return fmt.Errorf("--disk-reserve-bytes must be >=0 (set to %d)", c.DiskReserveBytes)
+	}
 	if c.TLSMinVersion == "TLS1.3" && c.TLSMaxVersion == "TLS1.2" {
 		return fmt.Errorf("min version (%s) is greater than max version (%s)", c.TLSMinVersion, c.TLSMaxVersion)
 	}

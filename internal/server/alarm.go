@@ -15,13 +15,9 @@ import (
 
 // Space limits. See docs/operations-disk.md.
 const (
-	// diskReserveBytes is the free space a member keeps on the filesystem of its data dir:
-	// below it, writes are refused and NOSPACE is raised. Pebble takes space in steps: a new
-	// WAL is preallocated at 1.1 memtables (70 MiB) and a memtable flush writes up to one
-	// memtable (64 MiB) of sstables, and a second memtable may be flushing and compactions
-	// write their output before they free their input; the reserve covers that plus slack, so
-	// the alarm entries and the deletes and compactions an operator issues to recover still fit.
-	diskReserveBytes = 320 << 20
+	// The free space a member keeps on its data dir's filesystem is --disk-reserve-bytes
+	// (config.DefaultDiskReserveBytes explains its default).
+
 	// diskCheckInterval bounds how often the free space is read (statfs, a cheap call).
 	diskCheckInterval = 100 * time.Millisecond
 	// sizeCheckInterval bounds how often the database size is recomputed from Pebble's
@@ -34,14 +30,14 @@ const (
 )
 
 // spaceGuard decides whether this member has room for a write of a given cost: the database
-// must stay under the backend quota and the filesystem must keep diskReserveBytes free. Both
+// must stay under the backend quota and the filesystem must keep the reserve free. Both
 // measurements are cached (sizeCheckInterval, diskCheckInterval) so the check costs a mutex on
 // the write path; between two size measurements the cost of every admitted write is added to
 // the last one, so a burst cannot pass the quota unnoticed.
 type spaceGuard struct {
 	engine  *storage.Engine
-	quota   int64 // bytes; negative: no quota
-	reserve uint64
+	quota   int64  // bytes; negative: no quota
+	reserve uint64 // bytes; 0: free space is not checked
 	now     func() time.Time
 	lg      *zap.Logger
 
@@ -55,8 +51,8 @@ type spaceGuard struct {
 	}
 }
 
-func newSpaceGuard(e *storage.Engine, quota int64, lg *zap.Logger) *spaceGuard {
-	return &spaceGuard{engine: e, quota: quota, reserve: diskReserveBytes, now: time.Now, lg: lg}
+func newSpaceGuard(e *storage.Engine, quota int64, reserve uint64, lg *zap.Logger) *spaceGuard {
+	return &spaceGuard{engine: e, quota: quota, reserve: reserve, now: time.Now, lg: lg}
 }
 
 // check returns nil if a write of cost bytes fits, or the reason it does not.
@@ -71,6 +67,10 @@ func (g *spaceGuard) check(cost int) error {
 		if size := g.mu.size + g.mu.admitted; size+int64(cost) >= g.quota {
 			return fmt.Errorf("database size %d bytes + request %d bytes exceeds the quota of %d bytes (--quota-backend-bytes)", size, cost, g.quota)
 		}
+	}
+	if g.reserve == 0 {
+		g.mu.admitted += int64(cost)
+		return nil
 	}
 	if now.Sub(g.mu.diskAt) >= diskCheckInterval {
 		u, err := g.engine.DiskUsage()

@@ -114,7 +114,7 @@ func (m *Member) Start() (err error) {
 	if err := m.engine.CheckInvariants(); err != nil {
 		return err
 	}
-	m.space = newSpaceGuard(m.engine, m.cfg.BackendQuota(), m.lg)
+	m.space = newSpaceGuard(m.engine, m.cfg.BackendQuota(), uint64(m.cfg.DiskReserveBytes), m.lg)
 	peers, err := m.loadIdentity()
 	if err != nil {
 		return err
