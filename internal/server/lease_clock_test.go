@@ -140,7 +140,7 @@ func TestLeaseClockUnderLoad(t *testing.T) {
 		granted := time.Now()
 		mustPut(t, cli, key, "v", clientv3.WithLease(g.ID))
 		v := watchVanish(t, cli, key, granted.Add(time.Duration(ttl)*time.Second), sent.Add(time.Duration(ttl)*time.Second+time.Second))
-		expiries = append(expiries, expiry{ttl: ttl, present: v.lastPresent.Sub(granted), absent: v.firstAbsent.Sub(granted), sentToResp: granted.Sub(sent)})
+		expiries = append(expiries, expiry{ttl: ttl, present: v.LastPresent.Sub(granted), absent: v.FirstAbsent.Sub(granted), sentToResp: granted.Sub(sent)})
 	}
 	trackWG.Wait()
 	stop()

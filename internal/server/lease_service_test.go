@@ -457,7 +457,7 @@ func testLease(t *testing.T, c *testcluster.Cluster) {
 		mustPut(t, cli, k("plain"), "v")
 		obs := watchVanish(t, cli, k("a"), granted.Add(ttl*time.Second), granted.Add(ttl*time.Second+leaseExpiryBound))
 		t.Logf("TTL %ds lease: keys present in a read sent %v after the grant response, gone in a read answered %v after it (grant call took %v)",
-			ttl, obs.lastPresent.Sub(granted).Round(time.Millisecond), obs.firstAbsent.Sub(granted).Round(time.Millisecond), granted.Sub(before).Round(time.Millisecond))
+			ttl, obs.LastPresent.Sub(granted).Round(time.Millisecond), obs.FirstAbsent.Sub(granted).Round(time.Millisecond), granted.Sub(before).Round(time.Millisecond))
 		// All keys went at once, on every member; the lease is gone.
 		wantKeys(t, "after expiry", mustGet(t, cli, k(""), clientv3.WithPrefix()).Kvs, k("plain"))
 		for i, m := range c.Members {
@@ -528,7 +528,7 @@ func testLease(t *testing.T, c *testcluster.Cluster) {
 		}
 		obs := watchVanish(t, cli, k("a"), last.Add(ttl*time.Second), stopped.Add(ttl*time.Second+leaseExpiryBound))
 		t.Logf("%d keep-alive responses; after stopping, key gone in a read answered %v after the last keep-alive response (%v after stopping)",
-			n, obs.firstAbsent.Sub(last).Round(time.Millisecond), obs.firstAbsent.Sub(stopped).Round(time.Millisecond))
+			n, obs.FirstAbsent.Sub(last).Round(time.Millisecond), obs.FirstAbsent.Sub(stopped).Round(time.Millisecond))
 	})
 }
 
@@ -612,44 +612,15 @@ func recvKeepAlive(t testing.TB, ka <-chan *clientv3.LeaseKeepAliveResponse, id 
 	}
 }
 
-// vanish is what watchVanish observed.
-type vanish struct {
-	lastPresent time.Time // when the last read that found the key was sent
-	firstAbsent time.Time // when the first read that found it gone was answered
-}
-
-// watchVanish polls key with linearizable reads until it is gone. A read answered before
-// notBefore must find it (the lease may not expire earlier); it must be gone by deadline.
-func watchVanish(t testing.TB, cli *clientv3.Client, key string, notBefore, deadline time.Time) vanish {
+// watchVanish polls key until it is gone (testcluster.PollVanish) and fails the test if it
+// went before notBefore or was still there at deadline.
+func watchVanish(t testing.TB, cli *clientv3.Client, key string, notBefore, deadline time.Time) testcluster.Vanish {
 	t.Helper()
-	var v vanish
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		sent := time.Now()
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		g, err := cli.Get(cctx, key)
-		cancel()
-		recv := time.Now()
-		switch {
-		case err != nil:
-			lastErr = err
-		case len(g.Kvs) > 0:
-			v.lastPresent = sent
-		default:
-			v.firstAbsent = recv
-			if recv.Before(notBefore) {
-				t.Fatalf("key %q gone %v too early (read sent at -%v, answered at -%v before the earliest allowed expiry; last seen present in a read sent at -%v)",
-					key, notBefore.Sub(recv).Round(time.Millisecond), notBefore.Sub(sent).Round(time.Millisecond), notBefore.Sub(recv).Round(time.Millisecond), notBefore.Sub(v.lastPresent).Round(time.Millisecond))
-			}
-			return v
-		}
-		if recv.After(deadline) {
-			t.Fatalf("key %q still present %v after the earliest allowed expiry (last error %v)", key, recv.Sub(notBefore).Round(time.Millisecond), lastErr)
-		}
-		<-tick.C
+	v := testcluster.PollVanish(cli, key, notBefore, deadline)
+	if v.Err != nil {
+		t.Fatal(v.Err)
 	}
+	return v
 }
 
 // waitLeaseClock waits until the leader has advanced the lease clock at least once since it

@@ -59,12 +59,12 @@ func TestLeaseLeaderKilledMidLease(t *testing.T) {
 	scli := survivorsClient(t, c)
 	notBefore := last.Add(ttl * time.Second)
 	bound := notBefore.Add(2*electionTimeout + time.Second)
-	obs := pollVanish(scli, key, notBefore, bound)
+	obs := testcluster.PollVanish(scli, key, notBefore, bound)
 	newLead := leader(t, c, 10*time.Second)
 	t.Logf("MEASURED leader kill: key last found in a read sent at T+%v, gone in a read answered at T+%v (allowed [T+%v, T+%v]); new leader m%d",
-		sinceMs(last, obs.lastPresent), sinceMs(last, obs.firstAbsent), sinceMs(last, notBefore), sinceMs(last, bound), newLead)
-	if obs.err != nil {
-		t.Fatal(obs.err)
+		sinceMs(last, obs.LastPresent), sinceMs(last, obs.FirstAbsent), sinceMs(last, notBefore), sinceMs(last, bound), newLead)
+	if obs.Err != nil {
+		t.Fatal(obs.Err)
 	}
 	for _, id := range leaseList(t, scli) {
 		if id == g.ID {
@@ -90,12 +90,12 @@ func TestLeaseRepeatedLeaderChanges(t *testing.T) {
 	g, granted := leaseGrant(t, cli, ttl)
 	leasePut(t, cli, key, "v", g.ID)
 
-	obsc := make(chan vanishObs, 1)
+	obsc := make(chan testcluster.Vanish, 1)
 	pcli := c.Client()
 	go func() {
-		obsc <- pollVanish(pcli, key, granted.Add(ttl*time.Second), granted.Add(ttl*time.Second+3*time.Second))
+		obsc <- testcluster.PollVanish(pcli, key, granted.Add(ttl*time.Second), granted.Add(ttl*time.Second+3*time.Second))
 	}()
-	var obs *vanishObs
+	var obs *testcluster.Vanish
 	for round := 0; round < 3 && obs == nil; round++ {
 		pause := time.NewTimer(time.Second)
 		select {
@@ -123,9 +123,9 @@ func TestLeaseRepeatedLeaderChanges(t *testing.T) {
 		}
 	}
 	t.Logf("MEASURED repeated leader changes: TTL %ds lease granted at G; last found in a read sent at G+%v, gone in a read answered at G+%v (allowed [G+%ds, G+%ds])",
-		ttl, sinceMs(granted, obs.lastPresent), sinceMs(granted, obs.firstAbsent), ttl, ttl+3)
-	if obs.err != nil {
-		t.Fatal(obs.err)
+		ttl, sinceMs(granted, obs.LastPresent), sinceMs(granted, obs.FirstAbsent), ttl, ttl+3)
+	if obs.Err != nil {
+		t.Fatal(obs.Err)
 	}
 }
 
@@ -194,7 +194,7 @@ func TestLeaseKeepAliveAcrossLeaderKill(t *testing.T) {
 	}()
 	scli := survivorsClient(t, c)
 	// For three TTLs after the kill the key must stay.
-	obs := pollVanish(scli, key, killed.Add(3*ttl*time.Second), killed.Add(3*ttl*time.Second))
+	obs := testcluster.PollVanish(scli, key, killed.Add(3*ttl*time.Second), killed.Add(3*ttl*time.Second))
 	newLead := leader(t, c, 10*time.Second)
 	var once onceResult
 	select {
@@ -214,10 +214,10 @@ func TestLeaseKeepAliveAcrossLeaderKill(t *testing.T) {
 	wasClosed := closed
 	mu.Unlock()
 	t.Logf("MEASURED keep-alive across leader kill at K (new leader m%d): keep-alive once through the follower returned TTL %d err %v after %v; stream keep-alive responses after the kill %v; key last found in a read sent at K+%v",
-		newLead, once.ttl, once.err, once.latency.Round(time.Millisecond), after, sinceMs(killed, obs.lastPresent))
-	if !obs.firstAbsent.IsZero() {
+		newLead, once.ttl, once.err, once.latency.Round(time.Millisecond), after, sinceMs(killed, obs.LastPresent))
+	if !obs.FirstAbsent.IsZero() {
 		t.Errorf("a kept-alive %ds lease expired %v after the leader was killed (keep-alive responses after the kill: %v; keep-alive channel closed: %v)",
-			ttl, sinceMs(killed, obs.firstAbsent), after, wasClosed)
+			ttl, sinceMs(killed, obs.FirstAbsent), after, wasClosed)
 	}
 	if once.err != nil || once.ttl != ttl || once.latency > 2*electionTimeout+time.Second {
 		t.Errorf("keep-alive once through the follower right after the leader was killed: TTL %d err %v after %v; want TTL %d within %v",
@@ -236,11 +236,11 @@ func TestLeaseGrantDuringElection(t *testing.T) {
 		key := "leaseelection/" + what
 		g, granted := leaseGrant(t, cli, ttl)
 		leasePut(t, cli, key, "v", g.ID)
-		obs := pollVanish(cli, key, granted.Add(ttl*time.Second), granted.Add(ttl*time.Second+3*time.Second))
+		obs := testcluster.PollVanish(cli, key, granted.Add(ttl*time.Second), granted.Add(ttl*time.Second+3*time.Second))
 		t.Logf("MEASURED %s: TTL %ds lease granted at G; last found in a read sent at G+%v, gone in a read answered at G+%v",
-			what, ttl, sinceMs(granted, obs.lastPresent), sinceMs(granted, obs.firstAbsent))
-		if obs.err != nil {
-			t.Fatal(obs.err)
+			what, ttl, sinceMs(granted, obs.LastPresent), sinceMs(granted, obs.FirstAbsent))
+		if obs.Err != nil {
+			t.Fatal(obs.Err)
 		}
 	}
 
@@ -300,11 +300,11 @@ func TestLeaseGrantDuringElection(t *testing.T) {
 		}
 		key := "leaseelection/quorum-restored"
 		leasePut(t, cli, key, "v", res.g.ID)
-		obs := pollVanish(cli, key, res.resp.Add(ttl*time.Second), res.resp.Add(ttl*time.Second+3*time.Second))
+		obs := testcluster.PollVanish(cli, key, res.resp.Add(ttl*time.Second), res.resp.Add(ttl*time.Second+3*time.Second))
 		t.Logf("MEASURED grant during a 1.5s loss of quorum: TTL %ds lease granted at G; last found in a read sent at G+%v, gone in a read answered at G+%v",
-			ttl, sinceMs(res.resp, obs.lastPresent), sinceMs(res.resp, obs.firstAbsent))
-		if obs.err != nil {
-			t.Fatal(obs.err)
+			ttl, sinceMs(res.resp, obs.LastPresent), sinceMs(res.resp, obs.FirstAbsent))
+		if obs.Err != nil {
+			t.Fatal(obs.Err)
 		}
 	})
 

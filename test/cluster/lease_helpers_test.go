@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -62,48 +61,6 @@ func leaseList(t testing.TB, cli *clientv3.Client) []clientv3.LeaseID {
 		ids = append(ids, l.ID)
 	}
 	return ids
-}
-
-// vanishObs is what pollVanish observed.
-type vanishObs struct {
-	lastPresent time.Time // when the last read that found the key was sent
-	firstAbsent time.Time // when the first read that found it gone was answered
-	err         error     // set when the key went too early or too late
-}
-
-// pollVanish polls key with linearizable reads (errors, e.g. during an election, are retried)
-// until it is gone. A read answered before notBefore must still find it; it must be gone by
-// deadline. It does not fail the test itself, so that it can run in its own goroutine.
-func pollVanish(cli *clientv3.Client, key string, notBefore, deadline time.Time) vanishObs {
-	var v vanishObs
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		sent := time.Now()
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		g, err := cli.Get(cctx, key)
-		cancel()
-		recv := time.Now()
-		switch {
-		case err != nil:
-			lastErr = err
-		case len(g.Kvs) > 0:
-			v.lastPresent = sent
-		default:
-			v.firstAbsent = recv
-			if recv.Before(notBefore) {
-				v.err = fmt.Errorf("key %q gone %v before the earliest allowed expiry (read sent %v before it; last found in a read sent %v before it)",
-					key, notBefore.Sub(recv).Round(time.Millisecond), notBefore.Sub(sent).Round(time.Millisecond), notBefore.Sub(v.lastPresent).Round(time.Millisecond))
-			}
-			return v
-		}
-		if recv.After(deadline) {
-			v.err = fmt.Errorf("key %q still there %v after the earliest allowed expiry (last read error: %v)", key, recv.Sub(notBefore).Round(time.Millisecond), lastErr)
-			return v
-		}
-		<-tick.C
-	}
 }
 
 // survivorsClient is a client on every running member.

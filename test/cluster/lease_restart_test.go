@@ -73,11 +73,11 @@ func TestLeaseSurvivesFullRestart(t *testing.T) {
 		t.Fatalf("keep-alive after the restart: %v %v", r, err)
 	}
 	// The abandoned short lease still expires.
-	obs := pollVanish(cli, pfx+"short", time.Time{}, restarted.Add(2*time.Second+5*time.Second))
-	if obs.err != nil {
-		t.Fatal(obs.err)
+	obs := testcluster.PollVanish(cli, pfx+"short", time.Time{}, restarted.Add(2*time.Second+5*time.Second))
+	if obs.Err != nil {
+		t.Fatal(obs.Err)
 	}
-	t.Logf("abandoned 2s lease gone %v after the restart", sinceMs(restarted, obs.firstAbsent))
+	t.Logf("abandoned 2s lease gone %v after the restart", sinceMs(restarted, obs.FirstAbsent))
 	// Revoking deletes exactly the attached keys, in one revision.
 	rv, err := cli.Revoke(ctx(t), l1.ID)
 	if err != nil {
@@ -139,8 +139,8 @@ func TestLeaseSnapshotFollower(t *testing.T) {
 		last = mustPut(t, lcli, fmt.Sprintf("%sfill/%04d", pfx, i), "x")
 	}
 	// Let the short lease expire while the follower is away.
-	if obs := pollVanish(lcli, pfx+"short", time.Time{}, time.Now().Add(10*time.Second)); obs.err != nil {
-		t.Fatal(obs.err)
+	if obs := testcluster.PollVanish(lcli, pfx+"short", time.Time{}, time.Now().Add(10*time.Second)); obs.Err != nil {
+		t.Fatal(obs.Err)
 	}
 
 	if err := f.Restart(); err != nil {
