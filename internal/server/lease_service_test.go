@@ -623,16 +623,9 @@ func watchVanish(t testing.TB, cli *clientv3.Client, key string, notBefore, dead
 	return v
 }
 
-// waitLeaseClock waits until the leader has advanced the lease clock at least once since it
-// was elected, by waiting for a 1s probe lease to be revoked (the leader revokes only after a
-// clock tick). A lease granted before a new leader's first tick gets its deadline on the stale
-// clock and expires early (test/cluster TestLeaseGrantDuringElection); the timing tests here
-// are about steady state and wait that out.
+// waitLeaseClock waits until the leader has ticked the lease clock since it was elected (see
+// testcluster.WaitLeaseClock).
 func waitLeaseClock(t testing.TB, cli *clientv3.Client) {
 	t.Helper()
-	g := mustGrant(t, cli, leaseMinTTL)
-	waitFor(t, 10*time.Second, "probe lease expires", func() (bool, error) {
-		r, err := cli.TimeToLive(ctx(t), g.ID)
-		return err == nil && r.TTL == -1, err
-	})
+	testcluster.WaitLeaseClock(t, cli)
 }

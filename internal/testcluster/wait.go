@@ -76,3 +76,24 @@ func PollVanish(cli *clientv3.Client, key string, notBefore, deadline time.Time)
 		<-tick.C
 	}
 }
+
+// WaitLeaseClock waits until the leader has advanced the lease clock at least once since it
+// was elected, by waiting for a 1 s probe lease granted through cli to be revoked (the leader
+// revokes only after a clock tick). A lease granted before a new leader's first tick gets its
+// deadline on the stale clock and can expire early (test/cluster TestLeaseGrantDuringElection);
+// tests about steady-state lease timing wait that out first.
+func WaitLeaseClock(t testing.TB, cli *clientv3.Client) {
+	t.Helper()
+	gctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := cli.Grant(gctx, 1)
+	if err != nil {
+		t.Fatalf("grant a probe lease: %v", err)
+	}
+	WaitFor(t, 10*time.Second, "probe lease expires", func() (bool, error) {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := cli.TimeToLive(cctx, g.ID)
+		return err == nil && r.TTL == -1, err
+	})
+}

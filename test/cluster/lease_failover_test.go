@@ -341,15 +341,9 @@ func TestLeaseGrantDuringElection(t *testing.T) {
 	})
 }
 
-// waitLeaseClock waits until the leader has advanced the lease clock at least once, by waiting
-// for a 1s probe lease to be revoked (the leader revokes only after a clock tick). A lease
-// granted before the leader's first tick gets a deadline on the stale clock (see
-// TestLeaseGrantDuringElection); tests about something else wait this out first.
+// waitLeaseClock waits until the leader has ticked the lease clock since it was elected (see
+// testcluster.WaitLeaseClock).
 func waitLeaseClock(t testing.TB, cli *clientv3.Client) {
 	t.Helper()
-	g, _ := leaseGrant(t, cli, 1)
-	waitFor(t, 10*time.Second, "probe lease expires", func() (bool, error) {
-		r, err := cli.TimeToLive(ctx(t), g.ID)
-		return err == nil && r.TTL == -1, err
-	})
+	testcluster.WaitLeaseClock(t, cli)
 }
