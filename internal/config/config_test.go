@@ -238,6 +238,7 @@ func TestFlags(t *testing.T) {
 		"--force-new-cluster",
 		"--pre-vote=false",
 		"--watch-progress-notify-interval", "5s",
+		"--listen-metrics-urls", "http://127.0.0.1:2381,http://localhost:2382",
 	}
 	cfg, out, err := load(t, args, nil)
 	if err != nil {
@@ -251,6 +252,7 @@ func TestFlags(t *testing.T) {
 		{"DataDir", cfg.DataDir, dir},
 		{"ListenClientURLs", cfg.ListenClientURLs, mustURLs(t, "http://127.0.0.1:2379")},
 		{"ListenPeerURLs", cfg.ListenPeerURLs, mustURLs(t, "http://127.0.0.1:12380")},
+		{"ListenMetricsURLs", cfg.ListenMetricsURLs, mustURLs(t, "http://127.0.0.1:2381", "http://localhost:2382")},
 		{"InitialClusterToken", cfg.InitialClusterToken, "etcd-cluster-1"},
 		{"InitialClusterMap", len(cfg.InitialClusterMap), 3},
 		{"infra2", cfg.InitialClusterMap["infra2"], mustURLs(t, "http://127.0.0.1:22380")},
@@ -613,7 +615,8 @@ func TestUnsupportedAndNoopFlags(t *testing.T) {
 		{args: []string{"--discovery-endpoints=http://1.2.3.4:2379"}, wantErr: "--discovery-endpoints"},
 		{args: []string{"--discovery-srv=example.com"}, wantErr: "--discovery-srv"},
 		{args: []string{"--unsafe-no-fsync"}, wantErr: "--unsafe-no-fsync"},
-		{args: []string{"--listen-metrics-urls=http://127.0.0.1:2381"}, wantErr: "--listen-metrics-urls"},
+		{args: []string{"--listen-metrics-urls=https://127.0.0.1:2381"}, wantErr: "--listen-metrics-urls=\"https://127.0.0.1:2381\" is not supported by Ordo: TLS is not supported yet"},
+		{args: []string{"--listen-metrics-urls=http://example.com:2381"}, wantErr: "expected IP in URL for binding"},
 		{args: []string{"--enable-log-rotation"}, wantErr: "--enable-log-rotation"},
 		{args: []string{"--host-whitelist=example.com"}, wantErr: "--host-whitelist"},
 		{args: []string{"--discovery-fallback=proxy"}, wantErr: "--discovery-fallback can't be configured"},

@@ -48,7 +48,6 @@ const (
 	whyTracing   = "Ordo has no distributed tracing"
 	whyBolt      = "Ordo stores data in Pebble, not bbolt"
 	whyWAL       = "Ordo keeps its raft log inside the single Pebble database under --data-dir"
-	whyMetrics   = "Ordo does not serve metrics or pprof yet"
 	whyRafthttp  = "Ordo's peer transport has its own timeouts"
 )
 
@@ -201,8 +200,8 @@ func specsFor(c *Config, configFile *string, version *bool) []*flagSpec {
 
 		// Profiling and monitoring.
 		{name: "enable-pprof", group: gProfiling, def: "false", usage: "Enable runtime profiling data via HTTP at client URL + /debug/pprof/.", bind: boolVal{&c.EnablePprof}},
-		{name: "metrics", group: gProfiling, def: "basic", usage: "Level of detail for exported metrics: 'basic' or 'extensive'.", handling: noop, why: whyMetrics, bind: choiceVal{new(string), []string{"basic", "extensive"}}},
-		{name: "listen-metrics-urls", group: gProfiling, usage: "List of URLs to listen on for the /metrics and /health endpoints.", handling: unsupported, why: "separate metrics listeners are not supported yet", bind: anyURLs()},
+		{name: "metrics", group: gProfiling, def: "basic", usage: "Level of detail for exported metrics: 'basic' or 'extensive'.", handling: noop, why: "Ordo exports one set of metrics (docs/metrics.md) at either level", bind: choiceVal{new(string), []string{"basic", "extensive"}}},
+		{name: "listen-metrics-urls", group: gProfiling, usage: "List of URLs to listen on for the /metrics and /health endpoints.", bind: urlsVal{&c.ListenMetricsURLs}},
 
 		// Logging.
 		{name: "logger", group: gLogging, def: "zap", usage: "Only 'zap' is supported, for structured logging.", bind: stringVal{&c.Logger}},

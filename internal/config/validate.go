@@ -103,6 +103,9 @@ func (c *Config) validate(lg *zap.Logger) error {
 			return err
 		}
 	}
+	if err := checkBindURLs("listen-metrics-urls", c.ListenMetricsURLs); err != nil {
+		return err
+	}
 	if len(c.InitialAdvertisePeerURLs) == 0 {
 		return errors.New("--initial-advertise-peer-urls must not be empty")
 	}

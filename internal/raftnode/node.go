@@ -50,6 +50,11 @@ type Config struct {
 	StateMachine   StateMachine
 	Transport      Transport
 	Logger         *zap.Logger
+	// ObserveLogSync, if set, is given the time each durable append of entries to the raft
+	// log took (etcd's WAL fsync); ObserveApply the time each batch of committed entries took
+	// to apply and commit to storage. Both are called on the node's own goroutines.
+	ObserveLogSync func(time.Duration)
+	ObserveApply   func(time.Duration)
 }
 
 // Node is a running raft member.
@@ -71,6 +76,8 @@ type Node struct {
 
 	leader atomic.Uint64
 	term   atomic.Uint64
+	// leaderChanges counts the times this member saw a new leader (not the loss of one).
+	leaderChanges atomic.Uint64
 	// leadStart is, while this member leads, the index of the first entry of its term: a read
 	// index below it is raised to it (raft answers a single voter's ReadIndex with its commit
 	// index at once, even before the new term's first entry committed).
@@ -225,6 +232,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			n.leadStart.Store(0)
 		}
 		if old := n.leader.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
+			if rd.SoftState.Lead != raft.None {
+				n.leaderChanges.Add(1)
+			}
 			n.lg.Info("leader changed", zap.String("local-member-id", idString(n.cfg.ID)),
 				zap.String("leader", idString(rd.SoftState.Lead)))
 			n.leaderMu.Lock()
@@ -251,8 +261,12 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if n.isLeader {
 		n.cfg.Transport.Send(rd.Messages)
 	}
+	start := time.Now()
 	if err := n.cfg.Log.Save(rd.HardState, rd.Entries); err != nil {
 		return err
+	}
+	if n.cfg.ObserveLogSync != nil && len(rd.Entries) > 0 {
+		n.cfg.ObserveLogSync(time.Since(start))
 	}
 	if !n.isLeader {
 		n.cfg.Transport.Send(rd.Messages)
@@ -312,10 +326,14 @@ func (n *Node) applyLoop() {
 			// entry that failed. Draining keeps the Ready loop from blocking.
 			continue
 		}
+		start := time.Now()
 		if err := n.cfg.StateMachine.Apply(item.ents, n.raft.ApplyConfChange); err != nil {
 			n.fail(fmt.Errorf("apply entries %d-%d: %w", item.ents[0].GetIndex(), item.ents[len(item.ents)-1].GetIndex(), err))
 			// Keep draining so the Ready loop never blocks on a dead apply loop.
 			continue
+		}
+		if n.cfg.ObserveApply != nil {
+			n.cfg.ObserveApply(time.Since(start))
 		}
 		last := item.ents[len(item.ents)-1].GetIndex()
 		n.applied.set(last)
@@ -450,6 +468,9 @@ func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 
 // Leader returns the known leader id (0 if none).
 func (n *Node) Leader() uint64 { return n.leader.Load() }
+
+// LeaderChanges is how many times this member has seen a new leader since it started.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 
 // Term returns the current raft term.
 func (n *Node) Term() uint64 { return n.term.Load() }

@@ -27,8 +27,8 @@ func (m *Member) startClient() error {
 		grpc.MaxConcurrentStreams(m.cfg.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-		grpc.UnaryInterceptor(m.requireLeaderUnary),
-		grpc.StreamInterceptor(m.requireLeaderStream),
+		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor, m.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor, m.requireLeaderStream),
 	)
 	pb.RegisterKVServer(m.grpcServer, &kvServer{m: m})
 	pb.RegisterClusterServer(m.grpcServer, &clusterServer{m: m})
@@ -41,6 +41,7 @@ func (m *Member) startClient() error {
 	mux.HandleFunc("/health", m.serveHealth)
 	mux.HandleFunc("/livez", m.serveHealth)
 	mux.HandleFunc("/readyz", m.serveHealth)
+	mux.Handle("/metrics", m.metrics.handler())
 	if m.cfg.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -59,6 +60,29 @@ func (m *Member) startClient() error {
 		m.clientLns = append(m.clientLns, sl)
 		m.serve("grpc", func() error { return m.grpcServer.Serve(sl.grpc) })
 		m.serve("http", func() error { return m.httpServer.Serve(sl.web) })
+	}
+	return m.startMetrics()
+}
+
+// startMetrics serves /metrics and the health endpoints on --listen-metrics-urls, as etcd
+// does, for scrapers and probes that should not share the client port.
+func (m *Member) startMetrics() error {
+	if len(m.cfg.ListenMetricsURLs) == 0 {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.metrics.handler())
+	mux.HandleFunc("/health", m.serveHealth)
+	mux.HandleFunc("/livez", m.serveHealth)
+	mux.HandleFunc("/readyz", m.serveHealth)
+	m.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	for _, u := range m.cfg.ListenMetricsURLs {
+		l, err := listen(u)
+		if err != nil {
+			return err
+		}
+		m.metricsLns = append(m.metricsLns, l)
+		m.serve("metrics", func() error { return m.metricsServer.Serve(l) })
 	}
 	return nil
 }

@@ -48,12 +48,16 @@ type Member struct {
 	renewer   *renewer
 	reqIDs    *idGen
 	space     *spaceGuard
+	metrics   *metrics
 
 	grpcServer *grpc.Server
 	httpServer *http.Server
-	peerServer *http.Server
-	clientLns  []*splitListener
-	peerLns    []net.Listener
+	// metricsServer serves --listen-metrics-urls.
+	metricsServer *http.Server
+	peerServer    *http.Server
+	clientLns     []*splitListener
+	peerLns       []net.Listener
+	metricsLns    []net.Listener
 
 	ready        chan struct{}
 	readyOnce    sync.Once
@@ -120,6 +124,8 @@ func (m *Member) Start() (err error) {
 		return err
 	}
 	m.reqIDs = newIDGen(m.id, time.Now())
+	m.metrics = newMetrics(m)
+	m.metrics.setID(m.id)
 	if m.kv, err = mvcc.Open(m.engine.DB); err != nil {
 		return fmt.Errorf("open mvcc: %w", err)
 	}
@@ -179,6 +185,8 @@ func (m *Member) Start() (err error) {
 		StateMachine:   m.applier,
 		Transport:      m.transport,
 		Logger:         m.lg,
+		ObserveLogSync: observeSeconds(m.metrics.logSync),
+		ObserveApply:   observeSeconds(m.metrics.apply),
 	})
 	if err != nil {
 		return err
@@ -384,6 +392,12 @@ func (m *Member) shutdown() {
 	defer cancel()
 	if m.httpServer != nil {
 		_ = m.httpServer.Shutdown(ctx)
+	}
+	if m.metricsServer != nil {
+		_ = m.metricsServer.Shutdown(ctx)
+	}
+	for _, l := range m.metricsLns {
+		_ = l.Close()
 	}
 	for _, l := range m.clientLns {
 		_ = l.Close()

@@ -31,9 +31,12 @@ func (m *Member) propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.node.RequestTimeout())
 	defer cancel()
+	m.metrics.proposalsPending.Inc()
+	defer m.metrics.proposalsPending.Dec()
 	ch := m.applier.Wait(id)
 	if err := m.node.Propose(ctx, data); err != nil {
 		m.applier.Forget(id)
+		m.metrics.proposalsFailed.Inc()
 		return apply.Result{}, toGRPCError(err)
 	}
 	select {
@@ -44,9 +47,11 @@ func (m *Member) propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 		return res, nil
 	case <-ctx.Done():
 		m.applier.Forget(id)
+		m.metrics.proposalsFailed.Inc()
 		return apply.Result{}, toGRPCError(m.ctxErr(ctx))
 	case <-m.node.Done():
 		m.applier.Forget(id)
+		m.metrics.proposalsFailed.Inc()
 		return apply.Result{}, rpctypes.ErrGRPCStopped
 	}
 }

@@ -98,6 +98,8 @@ type watchStream struct {
 func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	ws := &watchStream{m: s.m, stream: stream, storageReads: s.storageReads, wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
 	ws.mu.watchers = make(map[int64]*watcher)
+	s.m.metrics.watchStreams.Inc()
+	defer s.m.metrics.watchStreams.Dec()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stop := context.AfterFunc(ws.m.ctx, cancel) // a stopping member ends its streams
