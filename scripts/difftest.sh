@@ -5,6 +5,7 @@
 # Usage: scripts/difftest.sh [smoke|full] [extra go test flags...]
 #   smoke  TestDifferentialSmoke (300 operations unless DIFF_OPS is set); the default
 #   full   TestDifferential (2000 operations unless DIFF_OPS is set)
+# Either mode also runs TestGatewayDifferential (the same JSON gateway requests to both).
 # Environment: DIFF_SEED replays a run (each run logs its seed), DIFF_OPS sets the number of
 # operations, DIFF_MAX_DIFFS how many differences are reported before a run stops.
 # etcd is built once into ${TMPDIR:-/tmp}/ordo-etcd-3.7.3 and reused; Ordo is rebuilt every run
@@ -17,9 +18,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mode=${1:-smoke}
 if (($# > 0)); then shift; fi
 case $mode in
-smoke) test=TestDifferentialSmoke ;;
-full) test=TestDifferential ;;
-*) sed -n '2,11p' "$0" >&2; exit 2 ;;
+smoke) test='(TestDifferentialSmoke|TestGatewayDifferential)' ;;
+full) test='(TestDifferential|TestGatewayDifferential)' ;;
+*) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
 
 cache=${TMPDIR:-/tmp}/ordo-etcd-3.7.3

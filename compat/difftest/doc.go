@@ -1,6 +1,7 @@
 // Package difftest runs randomized sequences of KV, Txn, Watch and Lease requests against a
 // single-member Ordo and a single-member etcd v3.7 in lockstep and compares every response
-// field by field (TestDifferential, TestDifferentialSmoke).
+// field by field (TestDifferential, TestDifferentialSmoke), and a fixed list of JSON gateway
+// requests to both (TestGatewayDifferential).
 //
 // It is a Go module of its own so that Ordo's build never depends on etcd's server: the test
 // starts both servers as processes, built from ../../cmd/ordo and ../etcd unless ORDO_BIN and

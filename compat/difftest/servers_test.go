@@ -86,6 +86,7 @@ func goBuild(dir, out, pkg string) error {
 // server is one single-member cluster running as a process.
 type server struct {
 	name    string
+	url     string // the client URL, for HTTP requests
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	logPath string
@@ -140,7 +141,7 @@ func tryStart(t *testing.T, name, bin string) (*server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	s := &server{name: name, cmd: cmd, exited: make(chan struct{}), logPath: logPath}
+	s := &server{name: name, url: client, cmd: cmd, exited: make(chan struct{}), logPath: logPath}
 	go func() {
 		_ = cmd.Wait()
 		close(s.exited)

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -12,8 +14,11 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/ordo-db/ordo/internal/httpapi"
 )
 
 // grpcOverheadBytes is the room a gRPC message needs beyond the request itself.
@@ -49,7 +54,7 @@ func (m *Member) startClient() error {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	m.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	m.httpServer = &http.Server{Handler: httpapi.CORS(mux), ReadHeaderTimeout: 10 * time.Second}
 
 	for _, u := range m.cfg.ListenClientURLs {
 		l, err := listen(u)
@@ -61,7 +66,44 @@ func (m *Member) startClient() error {
 		m.serve("grpc", func() error { return m.grpcServer.Serve(sl.grpc) })
 		m.serve("http", func() error { return m.httpServer.Serve(sl.web) })
 	}
+	// The JSON gateway is a gRPC client of this member, through its first client listener.
+	conn, err := grpc.NewClient(dialTarget(m.clientLns[0].inner.Addr()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)))
+	if err != nil {
+		return fmt.Errorf("json gateway: %w", err)
+	}
+	m.gatewayConn = conn
+	gateway, err := httpapi.Gateway(m.ctx, conn, gatewayMaxBody(m.cfg.MaxRequestBytes))
+	if err != nil {
+		return err
+	}
+	mux.Handle("/v3/", gateway)
 	return m.startMetrics()
+}
+
+// gatewayMaxBody bounds a JSON gateway request: room for the largest gRPC message a member
+// accepts in base64 and JSON, so that a request too large for gRPC gets gRPC's own error.
+func gatewayMaxBody(maxRequestBytes uint) int64 {
+	return 2 * (int64(maxRequestBytes) + grpcOverheadBytes)
+}
+
+// dialTarget is the gRPC target that reaches a listener bound to addr from this host.
+func dialTarget(addr net.Addr) string {
+	if addr.Network() == "unix" {
+		return "unix://" + addr.String()
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // startMetrics serves /metrics and the health endpoints on --listen-metrics-urls, as etcd

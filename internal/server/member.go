@@ -58,6 +58,8 @@ type Member struct {
 	clientLns     []*splitListener
 	peerLns       []net.Listener
 	metricsLns    []net.Listener
+	// gatewayConn is the JSON gateway's connection to this member's gRPC services.
+	gatewayConn *grpc.ClientConn
 
 	ready        chan struct{}
 	readyOnce    sync.Once
@@ -398,6 +400,9 @@ func (m *Member) shutdown() {
 	}
 	for _, l := range m.metricsLns {
 		_ = l.Close()
+	}
+	if m.gatewayConn != nil {
+		_ = m.gatewayConn.Close()
 	}
 	for _, l := range m.clientLns {
 		_ = l.Close()

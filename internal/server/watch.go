@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -142,8 +143,14 @@ func (ws *watchStream) recvLoop(ctx context.Context) error {
 			return nil
 		}
 		req, err := ws.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			// The client closed its sending side (the JSON gateway does once it has read the
+			// request body) but still reads: the stream lives on until it goes away, as in etcd.
+			<-ctx.Done()
+			return nil
+		}
 		if err != nil {
-			return nil // the client went away or closed its side
+			return nil // the client went away
 		}
 		switch uv := req.RequestUnion.(type) {
 		case *pb.WatchRequest_CreateRequest:
@@ -344,7 +351,7 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 			return nil
 		}
 		if compacted := ws.m.kv.CompactRev(); w.nextRev < compacted {
-			return ws.cancelCompacted(w, rev, compacted)
+			return ws.cancelCompacted(w, compacted)
 		}
 		// Like etcd, a response catching up carries at most catchUpRevisions revisions.
 		to := min(rev, w.nextRev+catchUpRevisions-1)
@@ -357,7 +364,7 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 				return err
 			}
 			if compacted != 0 {
-				return ws.cancelCompacted(w, rev, compacted)
+				return ws.cancelCompacted(w, compacted)
 			}
 		}
 		out := make([]*mvccpb.Event, 0, len(evs))
@@ -391,12 +398,13 @@ func (ws *watchStream) deliver(ctx context.Context, w *watcher, rev int64) error
 	return nil
 }
 
-// cancelCompacted ends a watcher whose next revision was compacted away, as etcd does.
-func (ws *watchStream) cancelCompacted(w *watcher, rev, compacted int64) error {
+// cancelCompacted ends a watcher whose next revision was compacted away, as etcd does: its
+// header carries no revision (etcd's is 0 there too; the compact revision is what counts).
+func (ws *watchStream) cancelCompacted(w *watcher, compacted int64) error {
 	ws.mu.Lock()
 	delete(ws.mu.watchers, w.id)
 	ws.mu.Unlock()
-	return ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+	return ws.stream.Send(&pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{}),
 		WatchId: w.id, CompactRevision: compacted, Canceled: true})
 }
 

@@ -440,9 +440,9 @@ func testWatchCompaction(t *testing.T, c *testcluster.Cluster) {
 		t.Run(name, func(t *testing.T) {
 			wch := wcli.Watch(watchCtx(t, callTimeout), k(""), clientv3.WithPrefix(), clientv3.WithRev(rev))
 			resp := recvResp(t, wch, "watch below the compact revision")
-			if resp.CompactRevision != compactAt || !resp.Canceled || !isErr(resp.Err(), rpctypes.ErrCompacted) || len(resp.Events) != 0 {
-				t.Fatalf("watch from %d after compacting at %d: got compact revision %d, canceled %v, err %v, %d events %s; want compact revision %d, canceled, %v, no events",
-					rev, compactAt, resp.CompactRevision, resp.Canceled, resp.Err(), len(resp.Events), eventsString(resp.Events), compactAt, rpctypes.ErrCompacted)
+			if resp.CompactRevision != compactAt || !resp.Canceled || !isErr(resp.Err(), rpctypes.ErrCompacted) || len(resp.Events) != 0 || resp.Header.Revision != 0 {
+				t.Fatalf("watch from %d after compacting at %d: got compact revision %d, canceled %v, err %v, %d events %s, header revision %d; want compact revision %d, canceled, %v, no events, header revision 0 (as etcd)",
+					rev, compactAt, resp.CompactRevision, resp.Canceled, resp.Err(), len(resp.Events), eventsString(resp.Events), resp.Header.Revision, compactAt, rpctypes.ErrCompacted)
 			}
 			waitClosed(t, wch, "compacted watcher")
 		})
