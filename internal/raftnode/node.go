@@ -469,6 +469,28 @@ func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 // Leader returns the known leader id (0 if none).
 func (n *Node) Leader() uint64 { return n.leader.Load() }
 
+// TransferLeadership asks raft to hand leadership from lead (this member) to transferee and
+// waits until this member sees transferee lead, ctx ends, or the node stops. Raft gives up on
+// a transfer that does not finish within an election timeout; the wait then ends with ctx.
+func (n *Node) TransferLeadership(ctx context.Context, lead, transferee uint64) error {
+	n.raft.TransferLeadership(ctx, lead, transferee)
+	for {
+		n.leaderMu.Lock()
+		ch := n.leaderChanged
+		n.leaderMu.Unlock()
+		if n.Leader() == transferee {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
 // LeaderChanges is how many times this member has seen a new leader since it started.
 func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 

@@ -2,13 +2,19 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/raft/v3"
+
+	"github.com/ordo-db/ordo/internal/raftnode"
 )
 
 // maintenanceServer is etcd's Maintenance service.
@@ -37,6 +43,42 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		Errors:           alarmStrings(m.applier.Alarms()),
 	}
 	return resp, nil
+}
+
+// Defragment answers at once, as a defragmentation that finished: Ordo's storage reclaims the
+// space of deleted and compacted data in the background (Pebble compactions), so there is
+// nothing to defragment and no pause. Like etcd's, the answer has no header.
+func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	s.m.lg.Info("defragment requested: nothing to do, storage compacts in the background")
+	return &pb.DefragmentResponse{}, nil
+}
+
+// errLeaderTransferTimeout is etcd's answer to a leadership transfer that did not finish in
+// time; etcd has no gRPC code of its own for it and sends it as Unknown.
+var errLeaderTransferTimeout = status.Error(codes.Unknown, "etcdserver: request timed out, leader transfer took too long")
+
+// MoveLeader hands leadership to another voting member, as etcd does: only the leader takes the
+// request (etcdctl move-leader finds it), and the answer comes once this member sees the
+// transferee lead, or with etcd's timeout error when raft could not finish the transfer.
+func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	m := s.m
+	if m.node.Leader() != m.id {
+		return nil, rpctypes.ErrGRPCNotLeader
+	}
+	if _, voter := m.node.Status().Config.Voters.IDs()[r.TargetID]; !voter {
+		return nil, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	m.lg.Info("leadership transfer starting", zap.String("local-member-id", fmt.Sprintf("%x", m.id)),
+		zap.String("transferee", fmt.Sprintf("%x", r.TargetID)))
+	tctx, cancel := context.WithTimeout(ctx, m.node.RequestTimeout())
+	defer cancel()
+	if err := m.node.TransferLeadership(tctx, m.id, r.TargetID); err != nil {
+		if errors.Is(err, raftnode.ErrStopped) {
+			return nil, rpctypes.ErrGRPCStopped
+		}
+		return nil, errLeaderTransferTimeout
+	}
+	return &pb.MoveLeaderResponse{Header: m.header(&pb.ResponseHeader{Revision: m.kv.CurrentRev()})}, nil
 }
 
 // Alarm lists, raises or clears alarms. As in etcd every action, listing included, is a raft
