@@ -179,6 +179,10 @@ func gwNormalise(v any) any {
 		for i, e := range x {
 			x[i] = gwNormalise(e)
 		}
+	case string:
+		// protojson's error messages use a no-break space or a space at random (so that
+		// nobody depends on their exact text); either is the same message.
+		return strings.ReplaceAll(x, "\u00a0", " ")
 	}
 	return v
 }
