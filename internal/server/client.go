@@ -69,6 +69,7 @@ func (m *Member) startClient() error {
 	// The JSON gateway is a gRPC client of this member, through its first client listener.
 	conn, err := grpc.NewClient(dialTarget(m.clientLns[0].inner.Addr()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithNoProxy(), // it talks to itself, whatever HTTPS_PROXY says
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)))
 	if err != nil {
 		return fmt.Errorf("json gateway: %w", err)
@@ -91,7 +92,7 @@ func gatewayMaxBody(maxRequestBytes uint) int64 {
 // dialTarget is the gRPC target that reaches a listener bound to addr from this host.
 func dialTarget(addr net.Addr) string {
 	if addr.Network() == "unix" {
-		return "unix://" + addr.String()
+		return "unix:" + addr.String() // a relative path too ("unix://" takes no relative paths)
 	}
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {

@@ -7,13 +7,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
+	"github.com/ordo-db/ordo/internal/config"
+	"github.com/ordo-db/ordo/internal/server"
 	"github.com/ordo-db/ordo/internal/testcluster"
 )
 
@@ -236,4 +241,50 @@ func TestWatchHalfClosedStream(t *testing.T) {
 	if err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != p.Header.Revision {
 		t.Fatalf("after the client closed its side, the put at %d: %v %v", p.Header.Revision, r, err)
 	}
+}
+
+// TestGatewayUnixSocket checks the JSON gateway of a member whose only client URL is a unix
+// socket at a relative path (etcd's unix://localhost:<port> form): the gateway reaches the
+// member's gRPC services through it.
+func TestGatewayUnixSocket(t *testing.T) {
+	t.Chdir(t.TempDir())
+	peer := fmt.Sprintf("http://127.0.0.1:%d", testcluster.FreePorts(t, 1)[0])
+	cfg, err := config.Load([]string{"--name", "u", "--data-dir", "u.ordo",
+		"--listen-client-urls", "unix://localhost:12379", "--advertise-client-urls", "unix://localhost:12379",
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "u=" + peer}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := server.New(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", "localhost:12379")
+	}}}
+	defer hc.CloseIdleConnections()
+	waitFor(t, 30*time.Second, "put through the gateway on a unix socket", func() (bool, error) {
+		req, err := http.NewRequestWithContext(ctx(t), http.MethodPost, "http://localhost/v3/kv/put", strings.NewReader(`{"key":"dQ==","value":"dg=="}`))
+		if err != nil {
+			return false, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return false, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		return true, nil
+	})
 }

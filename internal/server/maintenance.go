@@ -72,8 +72,9 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 		zap.String("transferee", fmt.Sprintf("%x", r.TargetID)))
 	tctx, cancel := context.WithTimeout(ctx, m.node.RequestTimeout())
 	defer cancel()
+	defer context.AfterFunc(m.ctx, cancel)() // a stopping member stops waiting
 	if err := m.node.TransferLeadership(tctx, m.id, r.TargetID); err != nil {
-		if errors.Is(err, raftnode.ErrStopped) {
+		if errors.Is(err, raftnode.ErrStopped) || m.ctx.Err() != nil {
 			return nil, rpctypes.ErrGRPCStopped
 		}
 		return nil, errLeaderTransferTimeout

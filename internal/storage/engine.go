@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -36,6 +37,11 @@ type Engine struct {
 	dir  string
 	opts *pebble.Options
 	lg   *zap.Logger
+
+	// mu guards closed: Size may be called by a metrics scrape still running while the
+	// member shuts down, and Pebble must not be used after Close.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // Options tune how an Engine is opened. The zero value is what a member uses.
@@ -112,14 +118,22 @@ func (e *Engine) Dir() string { return e.dir }
 
 // Close closes the database.
 func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
 	if err := e.DB.Close(); err != nil {
 		return fmt.Errorf("close pebble: %w", err)
 	}
 	return nil
 }
 
-// Size is the on-disk size of the database in bytes.
+// Size is the on-disk size of the database in bytes (0 once the engine is closed).
 func (e *Engine) Size() int64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return 0
+	}
 	m := e.DB.Metrics()
 	return int64(m.DiskSpaceUsage())
 }
