@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -402,4 +403,27 @@ func checkMembers(t testing.TB, c *testcluster.Cluster, prefix string, l *ledger
 		sameKVs(t, fmt.Sprintf("member %d vs the first member at revision %d", i, rev), resp.Kvs, first)
 	}
 	return rev
+}
+
+// ctlRunner returns a function that runs "ordo ctl" (etcdctl) with args against c's members
+// (all of them, or the ones listed) and returns its combined output.
+func ctlRunner(t *testing.T, c *testcluster.Cluster, members ...int) func(args ...string) (string, error) {
+	bin := testcluster.Binary(t)
+	if len(members) == 0 {
+		for i := range c.Members {
+			members = append(members, i)
+		}
+	}
+	var eps []string
+	for _, i := range members {
+		eps = append(eps, c.Members[i].ClientURL)
+	}
+	return func(args ...string) (string, error) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(cctx, bin, append([]string{"ctl", "--endpoints=" + strings.Join(eps, ","), "--command-timeout=10s"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
 }

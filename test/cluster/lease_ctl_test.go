@@ -1,9 +1,7 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,17 +16,7 @@ func TestLeaseCtl(t *testing.T) {
 	t.Parallel()
 	c := testcluster.New(t, 1, testcluster.Options{Process: true})
 	leader(t, c, 30*time.Second)
-	bin := testcluster.Binary(t)
-	ep := "--endpoints=" + c.Members[0].ClientURL
-
-	run := func(args ...string) (string, error) {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(cctx, bin, append([]string{"ctl", ep, "--command-timeout=10s"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := ctlRunner(t, c)
 	mustRun := func(args ...string) string {
 		t.Helper()
 		out, err := run(args...)

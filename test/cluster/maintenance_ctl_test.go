@@ -1,9 +1,7 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,21 +16,14 @@ func TestMaintenanceCtl(t *testing.T) {
 	t.Parallel()
 	c := testcluster.New(t, 3, testcluster.Options{Process: true})
 	lead := leader(t, c, 30*time.Second)
-	bin := testcluster.Binary(t)
-	var eps []string
-	for _, m := range c.Members {
-		eps = append(eps, m.ClientURL)
-	}
+	ctl := ctlRunner(t, c)
 	run := func(args ...string) string {
 		t.Helper()
-		cctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(cctx, bin, append([]string{"ctl", "--endpoints=" + strings.Join(eps, ","), "--command-timeout=10s"}, args...)...)
-		out, err := cmd.CombinedOutput()
+		out, err := ctl(args...)
 		if err != nil {
 			t.Fatalf("ordo ctl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		return string(out)
+		return out
 	}
 
 	target := (lead + 1) % len(c.Members)
@@ -46,7 +37,8 @@ func TestMaintenanceCtl(t *testing.T) {
 	}
 
 	out = run("defrag")
-	for _, ep := range eps {
+	for _, m := range c.Members {
+		ep := m.ClientURL
 		if !regexp.MustCompile(`(?m)^Finished defragmenting etcd member\[` + regexp.QuoteMeta(ep) + `\]\. took `).MatchString(out) {
 			t.Fatalf("defrag: no success line for %s in %q", ep, out)
 		}
