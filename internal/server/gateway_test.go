@@ -26,29 +26,12 @@ import (
 // decoded JSON answer.
 func gwPost(t testing.TB, m *testcluster.Member, path, body string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx(t), http.MethodPost, m.ClientURL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Close = true
-	if len(body) > 1<<20 {
-		// Wait for the member's go-ahead: a body it refuses unread is not sent.
-		req.Header.Set("Expect", "100-continue")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("POST %s: read: %v", path, err)
-	}
+	status, b := httpDo(t, http.MethodPost, m.ClientURL+path, body)
 	var out map[string]any
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("POST %s: answer is not a JSON object: %v: %q", path, err, b)
 	}
-	return resp.StatusCode, out
+	return status, out
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

@@ -44,21 +44,37 @@ func scrape(t testing.TB, url string) map[string]float64 {
 
 func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx(t), http.MethodGet, url, nil)
+	status, b := httpDo(t, http.MethodGet, url, "")
+	return status, string(b)
+}
+
+// httpDo sends one HTTP request with body (none if empty) on a connection of its own and
+// returns the status and the whole answer.
+func httpDo(t testing.TB, method, url, body string) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx(t), method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Close = true // no idle connection outlives the test
+	if len(body) > 1<<20 {
+		// Wait for the member's go-ahead: a body it refuses unread is not sent.
+		req.Header.Set("Expect", "100-continue")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
+		t.Fatalf("%s %s: read body: %v", method, url, err)
 	}
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, b
 }
 
 // TestMetrics checks the etcd metrics every member serves on its client URLs: the ones
