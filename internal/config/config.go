@@ -118,6 +118,7 @@ type Config struct {
 	SkipStartupVerify           bool          // --skip-startup-verify (Ordo only): skip reading the whole store at startup
 	DiskReserveBytes            int64         // --disk-reserve-bytes (Ordo only): free space kept on the data dir's filesystem; 0 = no check
 	EnablePprof                 bool          // --enable-pprof: /debug/pprof/ on the client URLs
+	Metrics                     string        // --metrics: "basic", or "extensive" for gRPC latency histograms
 	ListenMetricsURLs           []url.URL     // --listen-metrics-urls: /metrics and /health only
 
 	// Auth.

@@ -183,6 +183,7 @@ func TestDefaults(t *testing.T) {
 		WatchProgressNotifyInterval: 10 * time.Minute,
 		WatchBufferBytes:            64 << 20,
 		DiskReserveBytes:            320 << 20,
+		Metrics:                     "basic",
 		AuthToken:                   "simple",
 		BcryptCost:                  10,
 		AuthTokenTTL:                300,
@@ -239,6 +240,7 @@ func TestFlags(t *testing.T) {
 		"--pre-vote=false",
 		"--watch-progress-notify-interval", "5s",
 		"--listen-metrics-urls", "http://127.0.0.1:2381,http://localhost:2382",
+		"--metrics", "extensive",
 	}
 	cfg, out, err := load(t, args, nil)
 	if err != nil {
@@ -253,6 +255,7 @@ func TestFlags(t *testing.T) {
 		{"ListenClientURLs", cfg.ListenClientURLs, mustURLs(t, "http://127.0.0.1:2379")},
 		{"ListenPeerURLs", cfg.ListenPeerURLs, mustURLs(t, "http://127.0.0.1:12380")},
 		{"ListenMetricsURLs", cfg.ListenMetricsURLs, mustURLs(t, "http://127.0.0.1:2381", "http://localhost:2382")},
+		{"Metrics", cfg.Metrics, "extensive"},
 		{"InitialClusterToken", cfg.InitialClusterToken, "etcd-cluster-1"},
 		{"InitialClusterMap", len(cfg.InitialClusterMap), 3},
 		{"infra2", cfg.InitialClusterMap["infra2"], mustURLs(t, "http://127.0.0.1:22380")},
@@ -626,7 +629,7 @@ func TestUnsupportedAndNoopFlags(t *testing.T) {
 		// Defaults of unsupported flags are fine.
 		{args: []string{"--wal-dir=", "--client-cert-auth=false", "--unsafe-no-fsync=false", "--cors=*"}},
 		// No-op flags are accepted with a warning.
-		{args: []string{"--enable-pprof", "--metrics=extensive", "--max-wals=0", "--feature-gates=LeaseCheckpoint=true"}, wantOut: "flag has no effect in Ordo"},
+		{args: []string{"--enable-pprof", "--max-wals=0", "--feature-gates=LeaseCheckpoint=true"}, wantOut: "flag has no effect in Ordo"},
 		{args: []string{"--max-snapshots=3"}, wantOut: "--max-snapshots is deprecated"},
 		// etcd's legacy flags are accepted with or without a value.
 		{args: []string{"--v", "--snapshot=true", "-force"}, wantOut: "flag is no longer supported - ignoring"},

@@ -200,7 +200,7 @@ func specsFor(c *Config, configFile *string, version *bool) []*flagSpec {
 
 		// Profiling and monitoring.
 		{name: "enable-pprof", group: gProfiling, def: "false", usage: "Enable runtime profiling data via HTTP at client URL + /debug/pprof/.", bind: boolVal{&c.EnablePprof}},
-		{name: "metrics", group: gProfiling, def: "basic", usage: "Level of detail for exported metrics: 'basic' or 'extensive'.", handling: noop, why: "Ordo exports one set of metrics (docs/metrics.md) at either level", bind: choiceVal{new(string), []string{"basic", "extensive"}}},
+		{name: "metrics", group: gProfiling, def: "basic", usage: "Level of detail for exported metrics: 'basic' or 'extensive'.", bind: choiceVal{&c.Metrics, []string{"basic", "extensive"}}},
 		{name: "listen-metrics-urls", group: gProfiling, usage: "List of URLs to listen on for the /metrics and /health endpoints.", bind: urlsVal{&c.ListenMetricsURLs}},
 
 		// Logging.

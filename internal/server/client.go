@@ -66,6 +66,9 @@ func (m *Member) startClient() error {
 		m.serve("grpc", func() error { return m.grpcServer.Serve(sl.grpc) })
 		m.serve("http", func() error { return m.httpServer.Serve(sl.web) })
 	}
+	if !m.cfg.EnableGRPCGateway {
+		return m.startMetrics()
+	}
 	// The JSON gateway is a gRPC client of this member, through its first client listener.
 	conn, err := grpc.NewClient(dialTarget(m.clientLns[0].inner.Addr()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -29,6 +29,7 @@ type metrics struct {
 	watchStreams     prometheus.Gauge
 	grpcStarted      *prometheus.CounterVec
 	grpcHandled      *prometheus.CounterVec
+	grpcHandling     *prometheus.HistogramVec // with --metrics=extensive only
 }
 
 // diskBuckets are etcd's buckets for disk latencies: 1 ms to about 8 s, doubling.
@@ -90,6 +91,12 @@ func newMetrics(m *Member) *metrics {
 		gauge("debugging_mvcc", "compact_revision", "The revision of the last compaction in store.",
 			func() float64 { return float64(m.kv.CompactRev()) }),
 	)
+	if m.cfg.Metrics == "extensive" {
+		mt.grpcHandling = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "grpc_server_handling_seconds",
+			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+			Buckets: prometheus.DefBuckets}, []string{"grpc_type", "grpc_service", "grpc_method"})
+		mt.reg.MustRegister(mt.grpcHandling)
+	}
 	info := func(name, help, label, value string) {
 		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: name, Help: help}, []string{label})
 		g.WithLabelValues(value).Set(1)
@@ -131,8 +138,9 @@ func splitMethod(full string) (service, method string) {
 func (mt *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	svc, method := splitMethod(info.FullMethod)
 	mt.grpcStarted.WithLabelValues("unary", svc, method).Inc()
+	start := time.Now()
 	resp, err := handler(ctx, req)
-	mt.grpcHandled.WithLabelValues("unary", svc, method, status.Code(err).String()).Inc()
+	mt.handled("unary", svc, method, err, start)
 	return resp, err
 }
 
@@ -147,7 +155,16 @@ func (mt *metrics) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.S
 	}
 	svc, method := splitMethod(info.FullMethod)
 	mt.grpcStarted.WithLabelValues(typ, svc, method).Inc()
+	start := time.Now()
 	err := handler(srv, ss)
-	mt.grpcHandled.WithLabelValues(typ, svc, method, status.Code(err).String()).Inc()
+	mt.handled(typ, svc, method, err, start)
 	return err
+}
+
+// handled counts a finished call, and with --metrics=extensive records how long it took.
+func (mt *metrics) handled(typ, svc, method string, err error, start time.Time) {
+	mt.grpcHandled.WithLabelValues(typ, svc, method, status.Code(err).String()).Inc()
+	if mt.grpcHandling != nil {
+		mt.grpcHandling.WithLabelValues(typ, svc, method).Observe(time.Since(start).Seconds())
+	}
 }

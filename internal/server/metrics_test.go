@@ -151,13 +151,24 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestMetricsURLs checks --listen-metrics-urls: /metrics and the health endpoints on a port of
-// their own, and nothing else there.
+// their own, and nothing else there; and, on the same member, --metrics=extensive (gRPC latency
+// histograms) and --enable-grpc-gateway=false (no JSON gateway).
 func TestMetricsURLs(t *testing.T) {
 	ports := testcluster.FreePorts(t, 2)
 	urls := []string{fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://localhost:%d", ports[1])}
-	c := testcluster.New(t, 1, testcluster.Options{Args: []string{"--listen-metrics-urls", strings.Join(urls, ",")}})
+	c := testcluster.New(t, 1, testcluster.Options{Args: []string{"--listen-metrics-urls", strings.Join(urls, ","),
+		"--metrics", "extensive", "--enable-grpc-gateway=false"}})
 	if _, err := c.Leader(30 * time.Second); err != nil {
 		t.Fatalf("leader: %v", err)
+	}
+	k := keyer(t)
+	mustPut(t, c.Client(), k("a"), "1")
+	put := `grpc_server_handling_seconds_count{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`
+	if s := scrape(t, urls[0]+"/metrics"); s[put] < 1 {
+		t.Errorf("--metrics=extensive: %s = %v, want >= 1", put, s[put])
+	}
+	if status, body := httpDo(t, http.MethodPost, c.Members[0].ClientURL+"/v3/kv/range", `{"key":"YQ=="}`); status != http.StatusNotFound {
+		t.Errorf("--enable-grpc-gateway=false: POST /v3/kv/range: %d %s, want 404", status, body)
 	}
 	for _, u := range urls {
 		if s := scrape(t, u+"/metrics"); s["etcd_server_has_leader"] != 1 {
