@@ -89,6 +89,9 @@ func TestGatewayDifferential(t *testing.T) {
 		{method: "POST", path: "/v3/maintenance/status", body: `{}`},
 		{method: "POST", path: "/v3/maintenance/alarm", body: `{"action":"GET"}`},
 		{method: "POST", path: "/v3/cluster/member/list", body: `{}`},
+		// Defragment answers without a header; MoveLeader checks its target.
+		{method: "POST", path: "/v3/maintenance/defragment", body: `{}`},
+		{method: "POST", path: "/v3/maintenance/transfer-leadership", body: `{"targetID":"12345"}`},
 	}
 	diffs := 0
 	for i, st := range steps {

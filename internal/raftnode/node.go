@@ -381,9 +381,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) error {
 
 // waitLeader waits until a leader is known, or a leader change, or ctx ends.
 func (n *Node) waitLeader(ctx context.Context) error {
-	n.leaderMu.Lock()
-	ch := n.leaderChanged
-	n.leaderMu.Unlock()
+	ch := n.leaderChange()
 	timer := time.NewTimer(n.cfg.TickInterval)
 	defer timer.Stop()
 	select {
@@ -475,9 +473,7 @@ func (n *Node) Leader() uint64 { return n.leader.Load() }
 func (n *Node) TransferLeadership(ctx context.Context, lead, transferee uint64) error {
 	n.raft.TransferLeadership(ctx, lead, transferee)
 	for {
-		n.leaderMu.Lock()
-		ch := n.leaderChanged
-		n.leaderMu.Unlock()
+		ch := n.leaderChange()
 		if n.Leader() == transferee {
 			return nil
 		}
@@ -489,6 +485,14 @@ func (n *Node) TransferLeadership(ctx context.Context, lead, transferee uint64) 
 			return ErrStopped
 		}
 	}
+}
+
+// leaderChange returns a channel closed at the next change of the known leader. Read the
+// leader after taking it: a change in between closes it.
+func (n *Node) leaderChange() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderChanged
 }
 
 // LeaderChanges is how many times this member has seen a new leader since it started.

@@ -43,10 +43,7 @@ func (m *Member) startClient() error {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/version", m.serveVersion)
-	mux.HandleFunc("/health", m.serveHealth)
-	mux.HandleFunc("/livez", m.serveHealth)
-	mux.HandleFunc("/readyz", m.serveHealth)
-	mux.Handle("/metrics", m.metrics.handler())
+	m.handleMonitoring(mux)
 	if m.cfg.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -110,6 +107,15 @@ func dialTarget(addr net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
+// handleMonitoring adds what both the client and the metrics URLs serve: /metrics and the
+// health endpoints.
+func (m *Member) handleMonitoring(mux *http.ServeMux) {
+	mux.Handle("/metrics", m.metrics.handler())
+	mux.HandleFunc("/health", m.serveHealth)
+	mux.HandleFunc("/livez", m.serveHealth)
+	mux.HandleFunc("/readyz", m.serveHealth)
+}
+
 // startMetrics serves /metrics and the health endpoints on --listen-metrics-urls, as etcd
 // does, for scrapers and probes that should not share the client port.
 func (m *Member) startMetrics() error {
@@ -117,10 +123,7 @@ func (m *Member) startMetrics() error {
 		return nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.metrics.handler())
-	mux.HandleFunc("/health", m.serveHealth)
-	mux.HandleFunc("/livez", m.serveHealth)
-	mux.HandleFunc("/readyz", m.serveHealth)
+	m.handleMonitoring(mux)
 	m.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	for _, u := range m.cfg.ListenMetricsURLs {
 		l, err := listen(u)

@@ -127,7 +127,6 @@ func (m *Member) Start() (err error) {
 	}
 	m.reqIDs = newIDGen(m.id, time.Now())
 	m.metrics = newMetrics(m)
-	m.metrics.setID(m.id)
 	if m.kv, err = mvcc.Open(m.engine.DB); err != nil {
 		return fmt.Errorf("open mvcc: %w", err)
 	}

@@ -35,8 +35,8 @@ type metrics struct {
 // diskBuckets are etcd's buckets for disk latencies: 1 ms to about 8 s, doubling.
 var diskBuckets = prometheus.ExponentialBuckets(0.001, 2, 14)
 
-// newMetrics builds m's metrics. The gauges read m's parts when scraped, which happens only
-// on the listeners startClient opens, once every part exists.
+// newMetrics builds m's metrics once its id is known. The gauges read m's parts when scraped,
+// which happens only on the listeners startClient opens, once every part exists.
 func newMetrics(m *Member) *metrics {
 	mt := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -104,15 +104,8 @@ func newMetrics(m *Member) *metrics {
 	}
 	info("version", "Which version is running. 1 for 'server_version' label with current version.", "server_version", version.Version)
 	info("go_version", "Which Go version server is running with. 1 for 'server_go_version' label with current version.", "server_go_version", runtime.Version())
+	info("id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.", "server_id", fmt.Sprintf("%x", m.id))
 	return mt
-}
-
-// setID records the member id, known only once the data dir is open.
-func (mt *metrics) setID(id uint64) {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "id",
-		Help: "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."}, []string{"server_id"})
-	g.WithLabelValues(fmt.Sprintf("%x", id)).Set(1)
-	mt.reg.MustRegister(g)
 }
 
 // handler serves the metrics in Prometheus' text format.
