@@ -100,7 +100,14 @@ func TestSingleNodeAppliesProposalsInOrder(t *testing.T) {
 	if err := m.node.WaitApplied(ctxTimeout(t, waitTimeout), applied); err != nil {
 		t.Errorf("WaitApplied(%d) after the state machine applied it: %v", applied, err)
 	}
-	if st := m.node.Status(); st.RaftState != raft.StateLeader || st.Applied < applied {
+	// raft learns of the application when the Ready loop's Advance reaches its goroutine,
+	// which may come just after the state machine applied: wait for it.
+	var st raft.Status
+	waitFor(t, waitTimeout, fmt.Sprintf("raft status to show applied >= %d", applied), func() bool {
+		st = m.node.Status()
+		return st.Applied >= applied
+	})
+	if st.RaftState != raft.StateLeader {
 		t.Errorf("Status() = %v, applied %d; want leader with applied >= %d", st.RaftState, st.Applied, applied)
 	}
 }
