@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ordo-db/ordo/internal/auth"
 	"github.com/ordo-db/ordo/internal/lease"
 	"github.com/ordo-db/ordo/internal/mvcc"
 	"github.com/ordo-db/ordo/internal/storage"
@@ -24,6 +25,8 @@ type Config struct {
 	Engine *storage.Engine
 	KV     *mvcc.Store
 	Leases *lease.Store
+	// Auth is the auth state; nil serves no auth requests and checks no permissions.
+	Auth   *auth.Store
 	Logger *zap.Logger
 	// OnMembers is called after a batch that changed the membership.
 	OnMembers func()
@@ -71,6 +74,11 @@ func (a *Applier) Restore() error {
 	if err := a.cfg.Leases.Reload(); err != nil {
 		return fmt.Errorf("reload leases: %w", err)
 	}
+	if a.cfg.Auth != nil {
+		if err := a.cfg.Auth.Reload(); err != nil {
+			return fmt.Errorf("reload auth: %w", err)
+		}
+	}
 	if a.cfg.OnRestore != nil {
 		a.cfg.OnRestore()
 	}
@@ -112,7 +120,7 @@ func (a *Applier) Apply(ents []*raftpb.Entry, confChange func(raftpb.ConfChangeI
 			if err := proto.Unmarshal(ent.GetData(), req); err != nil {
 				return fmt.Errorf("%w: raft entry %d: %v", storage.ErrCorrupt, ent.GetIndex(), err)
 			}
-			res := a.applyRequest(b, w, req)
+			res := a.applyRequest(b, w, req, ent.GetIndex())
 			if res.Err != nil && !isClientError(res.Err) {
 				return fmt.Errorf("apply entry %d: %w", ent.GetIndex(), res.Err)
 			}
@@ -181,13 +189,21 @@ func requestID(r *pb.InternalRaftRequest) uint64 {
 }
 
 // applyRequest applies one client request as one MVCC transaction.
-func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRaftRequest) Result {
+func (a *Applier) applyRequest(b *pebble.Batch, w *mvcc.Writer, r *pb.InternalRaftRequest, index uint64) Result {
 	ctx := context.Background()
 	rw := writerRW{w: w, b: b, leases: a.cfg.Leases}
 	exists := a.cfg.Leases.Exists
 	var res Result
 	if err := a.refuseCapped(r); err != nil {
 		res.Err = err
+		return res
+	}
+	if err := a.authorize(b, r); err != nil {
+		res.Err = err
+		return res
+	}
+	if resp, ok, err := a.applyAuth(b, r, index, rw.Rev()); ok {
+		res.Resp, res.Err = resp, err
 		return res
 	}
 	switch {

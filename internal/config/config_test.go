@@ -623,7 +623,7 @@ func TestUnsupportedAndNoopFlags(t *testing.T) {
 		{args: []string{"--enable-log-rotation"}, wantErr: "--enable-log-rotation"},
 		{args: []string{"--host-whitelist=example.com"}, wantErr: "--host-whitelist"},
 		{args: []string{"--discovery-fallback=proxy"}, wantErr: "--discovery-fallback can't be configured"},
-		{args: []string{"--auth-token=jwt,pub-key=a"}, wantErr: "only 'simple' tokens"},
+		{args: []string{"--auth-token=oauth"}, wantErr: "unknown token type"},
 		{args: []string{"--listen-client-urls=https://127.0.0.1:2379", "--advertise-client-urls=https://127.0.0.1:2379"}, wantErr: "TLS is not supported yet"},
 		{args: []string{"--listen-peer-urls=unixs://peer.sock"}, wantErr: "--listen-peer-urls"},
 		// Defaults of unsupported flags are fine.

@@ -154,11 +154,9 @@ func (c *Config) validate(lg *zap.Logger) error {
 		return fmt.Errorf("unknown auto-compaction-mode %q", c.AutoCompactionMode)
 	}
 
-	if c.AuthToken != "simple" {
-		kind, _, _ := strings.Cut(c.AuthToken, ",")
-		if kind == "jwt" {
-			return fmt.Errorf("--auth-token=%q is not supported by Ordo: only 'simple' tokens are supported yet", c.AuthToken)
-		}
+	// The JWT options (key files, signing method) are checked when the member opens its auth
+	// store, before it serves anything.
+	if kind, _, _ := strings.Cut(c.AuthToken, ","); kind != "simple" && kind != "jwt" {
 		return fmt.Errorf("invalid --auth-token %q: unknown token type %q (supported: simple, jwt)", c.AuthToken, kind)
 	}
 	if c.MaxLearners < 1 {

@@ -40,6 +40,7 @@ func (m *Member) startClient() error {
 	pb.RegisterMaintenanceServer(m.grpcServer, &maintenanceServer{m: m})
 	pb.RegisterWatchServer(m.grpcServer, newWatchServer(m))
 	pb.RegisterLeaseServer(m.grpcServer, &leaseServer{m: m})
+	pb.RegisterAuthServer(m.grpcServer, &authServer{m: m})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/version", m.serveVersion)

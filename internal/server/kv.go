@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ordo-db/ordo/internal/apply"
+	"github.com/ordo-db/ordo/internal/auth"
 	"github.com/ordo-db/ordo/internal/mvcc"
 )
 
@@ -58,7 +59,7 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 		return nil, err
 	}
 	var resp *pb.RangeResponse
-	err := s.m.read(ctx, r.Serializable, func(v viewRW) (err error) {
+	err := s.m.readChecked(ctx, r.Serializable, s.checkRange(r), func(v viewRW) (err error) {
 		resp, err = apply.Range(ctx, v, r)
 		return err
 	})
@@ -67,6 +68,11 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	}
 	s.m.header(resp.Header)
 	return resp, nil
+}
+
+// checkRange checks that the user may read the range of r.
+func (s *kvServer) checkRange(r *pb.RangeRequest) func(*auth.Info) error {
+	return func(ai *auth.Info) error { return s.m.auth.CheckRange(ai, r.Key, r.RangeEnd) }
 }
 
 // firstStreamChunk is how many keys the first RangeStream response carries; later chunks grow
@@ -87,7 +93,7 @@ func (s *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingSe
 		}
 		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
 	}
-	return s.m.read(ctx, r.Serializable, func(v viewRW) error {
+	return s.m.readChecked(ctx, r.Serializable, s.checkRange(r), func(v viewRW) error {
 		if r.CountOnly {
 			resp, err := apply.Range(ctx, v, r)
 			if err != nil {
@@ -182,7 +188,7 @@ func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	}
 	if apply.IsTxnReadOnly(r) {
 		var resp *pb.TxnResponse
-		err := s.m.read(ctx, txnSerializable(r), func(v viewRW) (err error) {
+		err := s.m.readChecked(ctx, txnSerializable(r), s.m.checkTxnRead(r), func(v viewRW) (err error) {
 			resp, err = apply.Txn(ctx, v, func(int64) bool { return false }, r)
 			return err
 		})
@@ -221,6 +227,9 @@ func txnSerializable(r *pb.TxnRequest) bool {
 }
 
 func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := s.m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
 	if err != nil {
 		return nil, err

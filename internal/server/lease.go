@@ -27,6 +27,9 @@ func (m *Member) minLeaseTTL() int64 {
 }
 
 func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := s.m.auth.RequireUser(ctx); err != nil {
+		return nil, err
+	}
 	if r.TTL > lease.MaxTTL {
 		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
 	}
@@ -44,6 +47,9 @@ func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 }
 
 func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if err := s.m.auth.RequireUser(ctx); err != nil {
+		return nil, err
+	}
 	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: r.ID}})
 	if err != nil {
 		return nil, err
@@ -54,6 +60,29 @@ func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 }
 
 func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := s.m.auth.RequireUser(ctx); err != nil {
+		return nil, err
+	}
+	var authRev uint64
+	if r.Keys {
+		// As in etcd, the attached keys are checked only when they are asked for.
+		rev, err := s.m.checkLeaseKeys(ctx, r.ID, false)
+		if err != nil {
+			return nil, err
+		}
+		authRev = rev
+	}
+	resp, err := s.timeToLive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if r.Keys && s.m.auth.Enabled() && authRev != s.m.auth.Revision() {
+		return nil, rpctypes.ErrGRPCAuthOldRevision
+	}
+	return resp, nil
+}
+
+func (s *leaseServer) timeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	if err := s.m.linearize(ctx); err != nil {
 		return nil, err
 	}
@@ -82,6 +111,9 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 	if err := s.m.linearize(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.m.checkLeasesList(ctx); err != nil {
+		return nil, err
+	}
 	ids := s.m.leases.IDs()
 	resp := &pb.LeaseLeasesResponse{Header: s.m.header(&pb.ResponseHeader{Revision: s.m.kv.CurrentRev()})}
 	for _, id := range ids {
@@ -102,6 +134,7 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 	type pending struct {
 		id    int64
 		batch *renewBatch
+		err   error // the user may not keep the lease alive: the stream ends with err
 	}
 	queue := make(chan pending, 4096)
 	go func() {
@@ -111,8 +144,14 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			if err != nil {
 				return
 			}
+			p := pending{id: req.ID}
+			if err := s.m.checkRenew(ctx, req.ID); err != nil {
+				p.err = err
+			} else {
+				p.batch = s.m.renewer.add(req.ID)
+			}
 			select {
-			case queue <- pending{id: req.ID, batch: s.m.renewer.add(req.ID)}:
+			case queue <- p:
 			case <-ctx.Done():
 				return
 			}
@@ -128,6 +167,9 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			}
 		case <-ctx.Done():
 			return s.m.streamEndErr()
+		}
+		if p.err != nil {
+			return p.err
 		}
 		select {
 		case <-p.batch.done:
@@ -145,6 +187,19 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			return nil
 		}
 	}
+}
+
+// checkRenew is etcd's check of a keep-alive: with authentication on, a root user or one that
+// may write every key attached to the lease.
+func (m *Member) checkRenew(ctx context.Context, id int64) error {
+	rev, err := m.checkLeaseKeys(ctx, id, true)
+	if err != nil {
+		return err
+	}
+	if m.auth.Enabled() && rev != m.auth.Revision() {
+		return rpctypes.ErrGRPCAuthOldRevision
+	}
+	return nil
 }
 
 // streamEndErr is what a stream handler returns when it ends early: Unavailable while the

@@ -24,6 +24,9 @@ type maintenanceServer struct {
 }
 
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if err := s.m.auth.RequireUser(ctx); err != nil {
+		return nil, err
+	}
 	m := s.m
 	st := m.node.Status()
 	size := m.engine.Size()
@@ -49,6 +52,9 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 // space of deleted and compacted data in the background (Pebble compactions), so there is
 // nothing to defragment and no pause. Like etcd's, the answer has no header.
 func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := s.m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	s.m.lg.Info("defragment requested: nothing to do, storage compacts in the background")
 	return &pb.DefragmentResponse{}, nil
 }
@@ -62,6 +68,9 @@ var errLeaderTransferTimeout = status.Error(codes.Unknown, "etcdserver: request 
 // transferee lead, or with etcd's timeout error when raft could not finish the transfer.
 func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
 	m := s.m
+	if err := m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if m.node.Leader() != m.id {
 		return nil, rpctypes.ErrGRPCNotLeader
 	}
@@ -86,6 +95,14 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 // entry, so the answer is linearizable and every member applies the same alarm changes (see
 // apply.Applier.applyAlarm).
 func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	// Anyone may list the alarms; raising or clearing one is for root.
+	check := s.m.auth.RequireAdmin
+	if r.Action == pb.AlarmRequest_GET {
+		check = s.m.auth.RequireUser
+	}
+	if err := check(ctx); err != nil {
+		return nil, err
+	}
 	res, err := s.m.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
 	if err != nil {
 		return nil, err
@@ -101,6 +118,9 @@ func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 // HashKV hashes the key-value history up to a revision (0: the current one) after a
 // linearizable barrier, so members that applied the same entries report the same hash.
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	if err := s.m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	var resp *pb.HashKVResponse
 	err := s.m.read(ctx, false, func(v viewRW) error {
 		h, err := v.v.HashKV(ctx, r.Revision)
@@ -116,6 +136,29 @@ func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 		return nil
 	})
 	return resp, err
+}
+
+// Hash, Snapshot and Downgrade are not served yet; as in etcd, only a root user is told so when
+// authentication is on.
+func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := s.m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return s.UnimplementedMaintenanceServer.Hash(ctx, r)
+}
+
+func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
+	if err := s.m.auth.RequireAdmin(stream.Context()); err != nil {
+		return err
+	}
+	return s.UnimplementedMaintenanceServer.Snapshot(r, stream)
+}
+
+func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
+	if err := s.m.auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return s.UnimplementedMaintenanceServer.Downgrade(ctx, r)
 }
 
 func isLearner(st raft.Status, id uint64) bool {

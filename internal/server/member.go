@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ordo-db/ordo/internal/apply"
+	"github.com/ordo-db/ordo/internal/auth"
 	"github.com/ordo-db/ordo/internal/config"
 	"github.com/ordo-db/ordo/internal/lease"
 	"github.com/ordo-db/ordo/internal/mvcc"
@@ -45,6 +46,7 @@ type Member struct {
 	compactor *compactor
 	hub       *watch.Hub
 	leases    *lease.Store
+	auth      *auth.Store
 	renewer   *renewer
 	reqIDs    *idGen
 	space     *spaceGuard
@@ -133,6 +135,17 @@ func (m *Member) Start() (err error) {
 	if m.leases, err = lease.Open(m.engine.DB); err != nil {
 		return err
 	}
+	if m.auth, err = auth.Open(auth.Config{
+		DB:             m.engine.DB,
+		Logger:         m.lg,
+		BcryptCost:     int(m.cfg.BcryptCost),
+		TokenOptions:   m.cfg.AuthToken,
+		TokenTTL:       time.Duration(m.cfg.AuthTokenTTL) * time.Second,
+		WaitApplied:    m.waitApplied,
+		ClientCertAuth: m.cfg.ClientTLS.ClientCertAuth,
+	}); err != nil {
+		return err
+	}
 	m.renewer = newRenewer(m)
 	m.compactor = newCompactor(m.kv, m.lg)
 	m.hub = watch.NewHub(m.kv, int(m.cfg.WatchBufferBytes))
@@ -140,6 +153,7 @@ func (m *Member) Start() (err error) {
 		Engine:    m.engine,
 		KV:        m.kv,
 		Leases:    m.leases,
+		Auth:      m.auth,
 		Logger:    m.lg,
 		OnMembers: m.syncPeers,
 		OnCompact: m.compactor.schedule,
@@ -422,12 +436,26 @@ func (m *Member) shutdown() {
 		m.compactor.stop()
 	}
 	m.wg.Wait()
+	if m.auth != nil {
+		m.auth.Close()
+	}
 	if m.engine != nil {
 		if err := m.engine.Close(); err != nil {
 			m.lg.Error("close storage", zap.Error(err))
 		}
 	}
 	close(m.done)
+}
+
+// waitApplied waits until this member applied the raft entry at index (a simple token names the
+// entry that created it).
+func (m *Member) waitApplied(ctx context.Context, index uint64) error {
+	if m.node == nil {
+		return raftnode.ErrStopped
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.node.RequestTimeout())
+	defer cancel()
+	return m.node.WaitApplied(ctx, index)
 }
 
 // Process implements transport.Raft.

@@ -22,6 +22,17 @@ func (m *Member) propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	}
 	id := m.reqIDs.id()
 	req.Header = &pb.RequestHeader{ID: id}
+	if req.Authenticate == nil {
+		// The entry names the user it acts for: every member checks its permissions as it
+		// applies the entry.
+		ai, err := m.auth.InfoFromContext(ctx)
+		if err != nil {
+			return apply.Result{}, err
+		}
+		if ai != nil {
+			req.Header.Username, req.Header.AuthRevision = ai.Username, ai.Revision
+		}
+	}
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return apply.Result{}, err

@@ -190,12 +190,23 @@ func (ws *watchStream) waitControlRoom(ctx context.Context) error {
 }
 
 func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
+	// As in etcd, the user must be allowed to read the whole range when the watch is created,
+	// with the stream's credentials (a watch outlives its token).
+	var authErr error
+	if cr.StartRevision >= 0 {
+		authErr = ws.checkWatch(cr)
+	}
 	rev, _ := ws.m.hub.Rev()
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	if cr.StartRevision < 0 {
 		ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
 			WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: rpctypes.ErrCompacted.Error()})
+		return
+	}
+	if authErr != nil {
+		ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}),
+			WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: watchCancelReason(authErr)})
 		return
 	}
 	key := cr.Key
@@ -245,6 +256,18 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 	}
 	ws.mu.watchers[id] = w
 	ws.mu.ctrl = append(ws.mu.ctrl, &pb.WatchResponse{Header: ws.m.header(&pb.ResponseHeader{Revision: rev}), WatchId: id, Created: true})
+}
+
+// checkWatch checks that the stream's user may read the range a watch asks for.
+func (ws *watchStream) checkWatch(cr *pb.WatchCreateRequest) error {
+	if !ws.m.auth.Enabled() {
+		return nil
+	}
+	ai, err := ws.m.auth.InfoFromContext(ws.stream.Context())
+	if err != nil {
+		return err
+	}
+	return ws.m.auth.CheckRange(ai, cr.Key, cr.RangeEnd)
 }
 
 func (ws *watchStream) cancelWatch(id int64) {

@@ -6,6 +6,7 @@ const (
 	PrefixMeta  byte = 0x02
 	PrefixMVCC  byte = 0x03
 	PrefixLease byte = 0x04
+	PrefixAuth  byte = 0x05
 )
 
 // StateStart and StateEnd bound the state-machine keys: every key in [StateStart, StateEnd) is
